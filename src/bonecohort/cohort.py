@@ -1,0 +1,52 @@
+"""Batches of patients: sample, simulate and read out one chunk (jitted; no I/O).
+
+``chunk_outputs(ids)`` is the only compiled entry point used by the shell: it vmaps
+``sample_patient`` and ``simulate_patient`` over a padded vector of patient ids and returns
+per-patient arrays. Padding ids are simulated and discarded by the caller, so every chunk
+has the same shape and compiles once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .model.cells import steady_state
+from .population import PopulationSpec, sample_patient
+from .simulate import Grid, ModelParams, simulate_patient
+
+
+def cast_tree(tree, dtype):
+    """Cast every float leaf of a pytree of constants to ``dtype`` arrays."""
+    return jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
+
+
+def reference_steady_state(model: ModelParams, dtype):
+    """Pivonka steady state computed in float64, then cast to the simulation dtype."""
+    return jnp.asarray(jnp.stack(steady_state(cast_tree(model.core, jnp.float64))), dtype)
+
+
+def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms: tuple,
+                      grid: Grid, dtype):
+    """Return a jitted ``ids -> outputs`` for this study's fixed seed, arms and grid."""
+    model_d = cast_tree(model, dtype)
+    steady = reference_steady_state(model, dtype)
+
+    @jax.jit
+    def run(ids):
+        def one(pid):
+            patient = sample_patient(seed, pid, spec, dtype)
+            out = simulate_patient(patient, model_d, steady, arms, grid)
+            return patient, out
+
+        return jax.vmap(one)(ids)
+
+    return run
+
+
+def chunk_ids(start: int, stop: int, chunk_size: int):
+    """Patient ids ``start..stop-1`` padded (by repeating the last id) to ``chunk_size``."""
+    ids = jnp.arange(start, stop, dtype=jnp.uint32)
+    pad = chunk_size - ids.shape[0]
+    return jnp.concatenate([ids, jnp.full((pad,), stop - 1, jnp.uint32)]) if pad else ids
+

@@ -1,0 +1,132 @@
+"""Parameters of the remodeling model, as immutable pytrees.
+
+Every field carries its unit and source. Containers are ``NamedTuple`` so that they are JAX
+pytrees: a batch of patients is the same container with an extra leading axis on the fields
+that vary between patients, and ``jax.grad`` can differentiate through any field.
+
+Sources
+-------
+* ``CoreParams``: Pivonka P. et al. (2008) "Model structure and control of bone remodeling: a
+  theoretical study", Bone 43:249-263, doi:10.1016/j.bone.2008.03.025, with the corrections to
+  the printed values recorded in the public ``bone-models`` package (v0.1.0,
+  ``bone_models/parameters/pivonka_parameters.py``): beta_RANKL is 1.684e2 (paper: e4),
+  R_RANKL is 2.703e6 (paper: 6e6), D_OBp includes Lemaire's f0 = 0.05.
+* ``HormoneParams`` and ``SiteParams``: forms from ../DESIGN.md section 4 (receptor coupling)
+  and section 3 (bone-volume feedback, sites). Their magnitudes are *calibration parameters*,
+  not published constants; the defaults were set by hand so that untreated women reproduce the
+  published menopausal loss rates (SWAN, Greendale 2012 JBMR 27:111; Sowers 2010 JCEM) within
+  a factor of two, and are documented in ``configs/parameters/default.toml``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class CoreParams(NamedTuple):
+    """Pivonka 2008 bone-cell model constants (RANKL on OBp, OPG on OBa).
+
+    Units: concentrations pM, time days.
+    """
+
+    D_OBu: float = 7.0e-4  # pM/day, differentiation flux of uncommitted osteoblasts
+    D_OBp: float = 2.674077909527713e-1  # 1/day, OBp -> OBa differentiation (f0 included)
+    D_OCp: float = 2.1e-3  # pM/day, differentiation flux of osteoclast precursors
+    A_OBa: float = 1.89e-1  # 1/day, apoptosis of active osteoblasts
+    A_OCa: float = 7.0e-1  # 1/day, apoptosis of active osteoclasts
+    K_D1: float = 4.545454545454545e-3  # pM, TGF-beta activation of OBu
+    K_D2: float = 1.415624253823446e-3  # pM, TGF-beta repression of OBp
+    K_D3: float = 4.545454545454545e-3  # pM, TGF-beta activation of OCa apoptosis
+    K_D4: float = 1.5e2  # pM, PTH activation (RANKL)
+    K_D6: float = 2.225814277099542e-1  # pM, PTH repression (OPG)
+    K_D8: float = 4.457452802710724  # pM, RANKL-RANK activation of OCp
+    K_A1: float = 1.0e-3  # 1/pM, RANKL-OPG association
+    K_A2: float = 3.411764705882353e-2  # 1/pM, RANKL-RANK association
+    RANK: float = 10.0  # pM, fixed RANK concentration
+    beta_PTH: float = 250.0  # pM/day, systemic PTH production
+    D_PTH: float = 86.0  # 1/day, PTH degradation
+    beta_OPG: float = 1.624900337835679e8  # 1/day, OPG production per active osteoblast
+    D_OPG: float = 0.35  # 1/day, OPG degradation
+    OPG_max: float = 2.0e8  # pM, OPG saturation
+    R_RANKL: float = 2.703476379131062e6  # pM/pM, RANKL carrying capacity per OBp
+    beta_RANKL: float = 1.684195714712206e2  # pM/day, intrinsic RANKL production
+    D_RANKL: float = 1.0132471014805027e1  # 1/day, RANKL degradation
+    D_TGFb: float = 1.0  # 1/day, TGF-beta degradation
+    alpha: float = 1.0  # -, TGF-beta stored per unit resorbed bone
+    k_res: float = 1.0  # %/(pM day), resorption per active osteoclast
+
+
+class Dosing(NamedTuple):
+    """External production terms P_*,d of Pivonka 2008 (pM/day): injections or drugs.
+
+    Zero means no external source; these are inputs, not parameters.
+    """
+
+    PTH: float = 0.0
+    OPG: float = 0.0
+    RANKL: float = 0.0
+    TGFb: float = 0.0
+
+
+class CellAction(NamedTuple):
+    """Multipliers on Pivonka rates through which hormones and the mechanostat act.
+
+    All ones is the reference: the Pivonka 2008 equations unchanged.
+    """
+
+    rankl: float = 1.0  # on R_RANKL (RANKL expressed per osteoblast precursor)
+    opg: float = 1.0  # on beta_OPG (OPG produced per active osteoblast)
+    oc_apoptosis: float = 1.0  # on A_OCa
+    ob_apoptosis: float = 1.0  # on A_OBa
+    obp_differentiation: float = 1.0  # on D_OBp (androgen action, later agents)
+    obu_differentiation: float = 1.0  # on D_OBu (IGF-1 action, later agents)
+
+
+class HormoneParams(NamedTuple):
+    """Estrogen-receptor coupling (DESIGN.md section 4); magnitudes are calibration parameters.
+
+    a_ER = (E2/K_E) / (1 + E2/K_E). Multipliers are taken relative to the premenopausal
+    reference a_ER(E2_ref) so the reference woman sits at the Pivonka steady state.
+    """
+
+    K_E: float = 20.0  # pg/mL, half-activation of ER by serum estradiol
+    E2_ref: float = 100.0  # pg/mL, cycle-averaged premenopausal estradiol (DESIGN.md section 4)
+    rho_L: float = 2.0  # -, RANKL production x (1 + rho_L (1 - a_ER))
+    rho_O: float = 1.0  # -, OPG production x (1 + rho_O a_ER)
+    rho_A: float = 0.5  # -, OC apoptosis x (1 + rho_A a_ER)
+    delta_E: float = 0.3  # -, OB apoptosis x (1 - delta_E a_ER)
+
+
+class SiteParams(NamedTuple):
+    """One skeletal site: turnover and bone-volume (mechanostat) feedback.
+
+    turnover: fraction of the site's bone volume resorbed per year at steady state (1/yr);
+      trabecular spine turns over faster than the cortical-rich femoral neck (Parfitt 1983;
+      DESIGN.md section 3). BV'/BV_ref = turnover/365.25 * (OBa/OBa* - OCa/OCa*) is Pivonka's
+      deviation form k_form (OBa - OBa*) - k_res (OCa - OCa*) with k_form OBa* = k_res OCa*.
+    mech_gain: mechanostat exponent m; osteoblast-precursor commitment x (BV_ref/BV)^m. As bone
+      is lost the strain energy density under unchanged loads rises and drives formation
+      (Scheiner 2013 CMAME 254:181; Martinez-Reina 2019), so loss decelerates (see site.py).
+    er_gain: site gain on all estrogen-receptor actions.
+    """
+
+    turnover: float
+    mech_gain: float
+    er_gain: float = 1.0
+
+
+# Hand-set effective values (see module docstring): with E2 falling from 100 to 10 pg/mL around
+# the FMP they give lumbar spine -7.1 % over FMP-1..FMP+2 y (SWAN: -7.38 %), -3.1 %/yr over
+# FMP..FMP+2 (Sowers: -3.3), -1.4 %/yr over FMP+2..+7 (Sowers: -1.1) and femoral neck -4.6 %
+# over FMP-1..FMP+2 (SWAN: -5.8 %). ``turnover`` here is an effective rate that also absorbs
+# the remodeling-space transient; it is larger than histomorphometric activation frequencies.
+LUMBAR_SPINE = SiteParams(turnover=0.5, mech_gain=1.5, er_gain=1.0)
+FEMORAL_NECK = SiteParams(turnover=0.4, mech_gain=1.5, er_gain=0.75)
+SITE_NAMES = ("femoral_neck", "lumbar_spine")
+
+
+def default_sites() -> SiteParams:
+    """Both sites stacked on a leading axis, in the order of ``SITE_NAMES``."""
+    return SiteParams(*(np.array(v) for v in zip(FEMORAL_NECK, LUMBAR_SPINE)))
