@@ -147,6 +147,14 @@ def _parse_regimen(r, path, section, horizon):
                    duration_years=duration)
 
 
+def _check_steps(value, path):
+    _check_int(value, path, "study", "steps_per_year", 12, 360)
+    if value % 12:
+        _fail(path, "study", "steps_per_year", f"must be a multiple of 12 (whole steps per "
+              f"month, so that treatment switches fall on step boundaries), got {value}.")
+    return value
+
+
 def parse_study(text: str, path: str = "<config>") -> Study:
     """Validate a study TOML text; raise ``ConfigError`` naming file, section and field."""
     try:
@@ -208,8 +216,7 @@ def parse_study(text: str, path: str = "<config>") -> Study:
                               10**7),
         dtype=_check_str(study.get("dtype", "float32"), path, "study", "dtype",
                          {"float32", "float64"}),
-        steps_per_year=_check_int(study.get("steps_per_year", 12), path, "study",
-                                  "steps_per_year", 4, 365),
+        steps_per_year=_check_steps(study.get("steps_per_year", 12), path),
         sex=sex,
         population=PopulationSpec(age_min=age_min, age_max=age_max),
         arms=tuple(arms),

@@ -57,14 +57,19 @@ class Patient(NamedTuple):
 
 
 def sample_patient(seed, patient_id, spec: PopulationSpec, dtype=jnp.float32) -> Patient:
-    """Draw patient ``patient_id`` of the population seeded by ``seed`` (ints)."""
+    """Draw patient ``patient_id`` of the population seeded by ``seed`` (ints).
+
+    Standard draws are made in float32 whatever ``dtype`` is, then cast, so float32 and
+    float64 runs of the same seed simulate the same patients.
+    """
     key = jax.random.fold_in(jax.random.key(seed), patient_id)
     k = [jax.random.fold_in(key, i) for i in range(7)]
-    normal = lambda kk: jax.random.normal(kk, (), dtype)  # noqa: E731
-    age = jax.random.uniform(k[0], (), dtype, spec.age_min, spec.age_max)
+    f32 = jnp.float32
+    normal = lambda kk: jax.random.normal(kk, (), f32).astype(dtype)  # noqa: E731
+    age = jax.random.uniform(k[0], (), f32, spec.age_min, spec.age_max).astype(dtype)
     z_fmp = jax.random.truncated_normal(
         k[1], (spec.fmp_min - spec.fmp_mean) / spec.fmp_sd,
-        (spec.fmp_max - spec.fmp_mean) / spec.fmp_sd, (), dtype)
+        (spec.fmp_max - spec.fmp_mean) / spec.fmp_sd, (), f32).astype(dtype)
     return Patient(
         patient_id=jnp.asarray(patient_id),
         age_entry=age,

@@ -72,12 +72,25 @@ def regimen_start(reg: Regimen, patient: Patient):
     return patient.age_entry + reg.start_value
 
 
+def regimen_window(reg: Regimen, patient: Patient):
+    """(start, stop) ages of ``reg``, snapped to whole months from entry.
+
+    Doses are counted in whole months, and step grids have a whole number of steps a month
+    (``steps_per_year`` a multiple of 12), so no step straddles a start or a stop: a switch
+    inside a step would cost the linearly implicit method its accuracy.
+    """
+    def snap(age):
+        return patient.age_entry + jnp.round((age - patient.age_entry) * 12.0) / 12.0
+
+    start = regimen_start(reg, patient)
+    return snap(start), snap(start + reg.duration_years)
+
+
 def arm_estradiol(a, b, patient: Patient, arm: Arm, model: ModelParams):
     """Step-averaged serum estradiol (pg/mL) over steps [a, b) under ``arm``."""
     e2 = endogenous_estradiol_female(a, b, patient.fmp_age, patient.e2_post, model.menopause)
     for reg in arm.regimens:
-        start = regimen_start(reg, patient)
-        on = window_fraction(a, b, start, start + reg.duration_years)
+        on = window_fraction(a, b, *regimen_window(reg, patient))
         e2 = e2 + on * reg.dose * AGENTS[reg.agent].e2_per_dose
     return e2
 
