@@ -100,11 +100,11 @@ BAD = {
     "unknown key": (SMALL.replace("horizon_years", "horizon_yeras"), "Did you mean 'horizon_years'"),
     "wrong type": (SMALL.replace("patients = 12000", "patients = \"many\""), "[study] patients"),
     "unknown agent": (SMALL.replace('"estradiol_transdermal"', '"estradiol_patchy"'),
-                      "regimens[0]: agent"),
+                      "regimens[0]] agent"),
     "wrong unit": (SMALL.replace('"ug/day"', '"mg/day"'), "dose_unit"),
     "implausible dose": (SMALL.replace("dose = 50", "dose = 5000"), "dose: must be between"),
     "missing arms": (SMALL.split("[[arms]]")[0], "[arms]"),
-    "bad step count": (SMALL.replace("chunk_size = 10000", "steps_per_year = 10"),
+    "bad step count": (SMALL.replace("chunk_size = 10000", "steps_per_year = 30"),
                        "multiple of 12"),
 }
 

@@ -80,7 +80,7 @@ def test_estradiol_from_fmp_preserves_bone():
     arms = (Arm("none"), Arm("E2", (Regimen("estradiol_transdermal", 50.0, "fmp", 0.0, 5.0),)))
     bv = simulate_aligned(200, arms, horizon=12, dtype=jnp.float32)
     for site in (FN, LS):
-        for year in (3, 5, 8):  # on treatment (FMP..FMP+5) and after stopping
+        for year in (5, 8, 10):  # FMP+2, FMP+5 (on treatment) and FMP+7 (after stopping)
             none, e2 = bv[:, 0, site, year - 1].mean(), bv[:, 1, site, year - 1].mean()
             assert e2 > none, (site, year)
 

@@ -216,7 +216,7 @@ def parse_study(text: str, path: str = "<config>") -> Study:
                               10**7),
         dtype=_check_str(study.get("dtype", "float32"), path, "study", "dtype",
                          {"float32", "float64"}),
-        steps_per_year=_check_steps(study.get("steps_per_year", 12), path),
+        steps_per_year=_check_steps(study.get("steps_per_year", 24), path),
         sex=sex,
         population=PopulationSpec(age_min=age_min, age_max=age_max),
         arms=tuple(arms),
