@@ -1,74 +1,89 @@
-"""Reference solutions: the same model integrated by scipy Radau with continuous-time inputs."""
+"""Reference solutions: the model's own right-hand side integrated by scipy Radau.
+
+The fixed-step runs and the reference share ``site_rhs`` (the same ODE, endogenous hormones
+evaluated at each instant) and the same per-step treatment inputs, which only change on step
+boundaries; Radau integrates each stretch of constant inputs separately, so it never steps
+across a switch.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from bonecohort.agents import AGENTS
-from bonecohort.cohort import cast_tree, reference_steady_state
-from bonecohort.model.hormones import estrogen_action
-from bonecohort.model.site import DAYS_PER_YEAR, site_rates
-from bonecohort.simulate import regimen_window
+from bonecohort.cohort import cast_tree
+from bonecohort.exposure import StepInputs
+from bonecohort.model.cells import steady_state
+from bonecohort.model.site import DAYS_PER_YEAR
+from bonecohort.population import Patient
+from bonecohort.protocol import step_inputs
+from bonecohort.simulate import site_rhs, step_edges
 
 
-def _rates_fn(model, steady):
-    @jax.jit
-    def f(y, e2, site, patient):
-        site = site._replace(turnover=site.turnover * patient.turnover_scale,
-                             mech_gain=site.mech_gain * patient.mech_scale)
-        action = estrogen_action(e2, model.hormones, site.er_gain, patient.rankl_sensitivity)
-        return site_rates(y, model.core, steady, site, action)
-
-    return f, jax.jit(jax.jacfwd(f))
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree.leaves(tree)])
 
 
-def radau_patient(patient, model, arm, grid, site_index, rtol=1e-9):
-    """BV of one site (relative to the start) at entry and at each year end after entry.
+def _unflat(vec, like):
+    leaves, treedef = jax.tree.flatten(like)
+    out, i = [], 0
+    for leaf in leaves:
+        size = int(np.size(leaf))
+        out.append(vec[i:i + size].reshape(np.shape(leaf)))
+        i += size
+    return jax.tree.unflatten(treedef, out)
 
-    Endogenous estradiol is evaluated at each instant (no step averaging); treatment windows
-    are integrated as separate segments so Radau never steps across a switch.
-    Returns array (horizon_years + 1,).
+
+def make_radau(model, patient_like):
+    """Return ``radau(patient, arm, grid, site_index, rtol=1e-9)``.
+
+    The right-hand side and its Jacobian are compiled once, with the patient, site and input
+    values passed as flat float64 vectors (few arguments: cheap calls from scipy).
     """
     model64 = cast_tree(model, jnp.float64)
-    steady = reference_steady_state(model, jnp.float64)
-    f, jac = _rates_fn(model64, steady)
-    p = jax.tree.map(lambda v: np.float64(v), patient)
-    mp = model.menopause
-    a0 = float(p.age_entry) - grid.prefix_years
-    windows = []
-    for reg in arm.regimens:
-        start, stop = (float(v) for v in regimen_window(reg, p))
-        windows.append((start, stop, reg.dose * AGENTS[reg.agent].e2_per_dose))
+    steady = jnp.stack(steady_state(model64.core))
+    p_like = jax.tree.map(lambda v: np.asarray(v, np.float64), patient_like)
+    s_like = jax.tree.map(lambda v: np.asarray(v, np.float64)[0], model.sites)
 
-    def e2_at(age):
-        e2 = p.e2_post + (mp.E2_pre - p.e2_post) / (1.0 + np.exp((age - p.fmp_age) / mp.width))
-        for lo, hi, add in windows:
-            if lo <= age < hi:
-                e2 += add
-        return e2
+    def rhs(t, y, u, pvec, svec, start):
+        p = _unflat(pvec, p_like)
+        site = _unflat(svec, s_like)
+        return site_rhs(p, model64, steady, site, start, start)(t, y, StepInputs(*u))
 
-    out_ages = float(p.age_entry) + np.arange(grid.horizon_years + 1)
-    end = out_ages[-1]
-    breaks = sorted({a0, end, *[w for lo, hi, _ in windows for w in (lo, hi) if a0 < w < end]})
-    result = np.zeros(out_ages.size)
-    site = jax.tree.map(lambda v: jnp.float64(np.asarray(v)[site_index]), model64.sites)
-    y = np.ones(4)
-    for lo, hi in zip(breaks[:-1], breaks[1:]):
-        def e2_in_segment(t, lo=lo, hi=hi):
-            return e2_at(min(max(a0 + t / DAYS_PER_YEAR, lo + 1e-12), hi - 1e-12))
+    f = jax.jit(rhs)
+    jac = jax.jit(jax.jacfwd(rhs, argnums=1))
 
-        def rhs(t, yy):
-            return np.asarray(f(jnp.asarray(yy), e2_in_segment(t), site, p))
+    def radau(patient, arm, grid, site_index, rtol=1e-9):
+        """BV of one site (relative to the start) at entry and at each year end after entry.
+        Returns array (horizon_years + 1,)."""
+        p = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), patient)
+        pvec = _flat(p)
+        svec = _flat(jax.tree.map(lambda v: np.asarray(v)[site_index], model.sites))
+        start = float(p.age_entry) - grid.prefix_years
+        spy = grid.steps_per_year
+        natural = step_inputs(*step_edges(jnp.float64(start), grid.prefix_years, spy), p, None)
+        treated = step_inputs(*step_edges(p.age_entry, grid.horizon_years, spy), p, arm)
+        # per-step inputs over the whole life course, shape (steps, fields)
+        inputs = np.concatenate([np.stack(natural, axis=1), np.stack(treated, axis=1)])
+        n_pre = grid.prefix_years * spy
+        n_all = inputs.shape[0]
+        change = [0] + [k for k in range(1, n_all)
+                        if np.any(inputs[k] != inputs[k - 1])] + [n_all]
+        h = DAYS_PER_YEAR / spy
+        year_steps = [n_pre + k * spy for k in range(grid.horizon_years + 1)]
+        result = np.zeros(grid.horizon_years + 1)
+        y = np.ones(4)
+        for lo, hi in zip(change[:-1], change[1:]):
+            u = inputs[lo]
+            sol = solve_ivp(lambda t, yy: np.asarray(f(t, yy, u, pvec, svec, start)),
+                            (lo * h, hi * h), y, method="Radau", rtol=rtol, atol=1e-12,
+                            dense_output=True,
+                            jac=lambda t, yy: np.asarray(jac(t, yy, u, pvec, svec, start)))
+            assert sol.success, sol.message
+            for i, k in enumerate(year_steps):
+                if lo <= k <= hi:
+                    result[i] = sol.sol(k * h)[3]
+            y = sol.y[:, -1]
+        return result
 
-        def jj(t, yy):
-            return np.asarray(jac(jnp.asarray(yy), e2_in_segment(t), site, p))
-
-        t_out = [(a - a0) * DAYS_PER_YEAR for a in out_ages if lo <= a <= hi]
-        sol = solve_ivp(rhs, ((lo - a0) * DAYS_PER_YEAR, (hi - a0) * DAYS_PER_YEAR), y,
-                        method="Radau", rtol=rtol, atol=1e-12, jac=jj, dense_output=True)
-        assert sol.success, sol.message
-        for t in t_out:
-            result[int(round(t / DAYS_PER_YEAR + a0 - float(p.age_entry)))] = sol.sol(t)[3]
-        y = sol.y[:, -1]
-    return result
+    return radau

@@ -20,6 +20,7 @@ chunk_size = 10000
 [population]
 age_min = 50
 age_max = 52
+uterus_intact_fraction = 0
 
 [[arms]]
 name = "no treatment"
@@ -27,7 +28,8 @@ name = "no treatment"
 [[arms]]
 name = "estradiol"
   [[arms.regimens]]
-  agent = "estradiol_transdermal"
+  agent = "estradiol"
+  route = "transdermal"
   dose = 50
   dose_unit = "ug/day"
   start = "entry"
@@ -99,10 +101,38 @@ BAD = {
     "empty": ("", "empty"),
     "unknown key": (SMALL.replace("horizon_years", "horizon_yeras"), "Did you mean 'horizon_years'"),
     "wrong type": (SMALL.replace("patients = 12000", "patients = \"many\""), "[study] patients"),
-    "unknown agent": (SMALL.replace('"estradiol_transdermal"', '"estradiol_patchy"'),
-                      "regimens[0]] agent"),
+    "unknown agent": (SMALL.replace('agent = "estradiol"', 'agent = "estradiol_patchy"'),
+                      "[arms[1] ('estradiol').regimens[0]] agent"),
+    "unknown route": (SMALL.replace('"transdermal"', '"nasal"'), "regimens[0]] route"),
     "wrong unit": (SMALL.replace('"ug/day"', '"mg/day"'), "dose_unit"),
-    "implausible dose": (SMALL.replace("dose = 50", "dose = 5000"), "dose: must be between"),
+    "missing unit": (SMALL.replace('dose_unit = "ug/day"', ''), "dose_unit: missing"),
+    "implausible dose": (SMALL.replace("dose = 50", "dose = 5000"), "plausible range"),
+    "negative duration": (SMALL.replace("duration_years = 5", "duration_years = -1"),
+                          "duration_years: must be at least one month"),
+    "overlap": (SMALL + """  [[arms.regimens]]
+  agent = "estradiol"
+  route = "transdermal"
+  dose = 25
+  dose_unit = "ug/day"
+  start = { years_from_baseline = 2 }
+""", "overlaps regimen 0"),
+    "unopposed estrogen": (SMALL.replace("uterus_intact_fraction = 0", ""),
+                           "allow_unopposed_estrogen"),
+    "dose implausible in one sex": (
+        SMALL.replace("uterus_intact_fraction = 0", 'sex = "both"')
+        .replace('"estradiol"\n  route', '"testosterone"\n  route').replace('"transdermal"', '"gel"')
+        .replace("dose = 50", "dose = 1").replace('"ug/day"', '"mg/day"'), "plausible range for men"),
+    "fmp start in men": (
+        SMALL.replace("uterus_intact_fraction = 0", 'sex = "male"')
+        .replace('"estradiol"\n  route', '"testosterone"\n  route').replace('"transdermal"', '"gel"')
+        .replace('"ug/day"', '"mg/day"').replace('start = "entry"', 'start = "fmp"'),
+        "needs a population of women"),
+    "agent not for men": (SMALL.replace("uterus_intact_fraction = 0", 'sex = "male"'),
+                          "is not used in men"),
+    "bad adherence": (SMALL.replace("duration_years = 5", "duration_years = 5\n  adherence = 1.5"),
+                      "adherence: must be between 0.0 and 1.0"),
+    "unknown after": (SMALL.replace('start = "entry"', 'start = { after = "first" }'),
+                      "start.after: 'first' is not the name of an earlier regimen"),
     "missing arms": (SMALL.split("[[arms]]")[0], "[arms]"),
     "bad step count": (SMALL.replace("chunk_size = 10000", "steps_per_year = 30"),
                        "multiple of 12"),

@@ -9,7 +9,7 @@ import click
 
 from .config import ConfigError, load_study
 from .runner import SimulationError, run_study
-from .summarize import format_summary
+from .summarize import agent_notes, format_summary
 
 
 @click.group()
@@ -55,4 +55,34 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
     click.echo(f"Study '{study.name}' ({study.patients:,} patients, seed {study.seed}); "
                f"BMD % change from entry (mean) and share with femoral-neck T-score <= -2.5:")
     click.echo(format_summary(summary))
+    notes = agent_notes(study.arms)
+    if notes:
+        click.echo("Agents used:")
+        click.echo("\n".join(notes))
     click.echo(f"Results written to {out}/")
+
+
+@main.command()
+@click.option("--sources", is_flag=True, help="Also print each route's exposure source.")
+def agents(sources):
+    """List every agent: mechanism, routes with dose units and plausible ranges, evidence
+    grade and sources.
+
+    Example: bonecohort agents --sources
+    """
+    from .agents import AGENTS_LIST
+
+    for agent in AGENTS_LIST:
+        click.echo(f"{agent.name}  [{agent.kind}]")
+        click.echo(f"  mechanism: {agent.mechanism}")
+        for route_name, route in agent.routes.items():
+            ranges = "; ".join(f"{'women' if sex == 'female' else 'men'} {lo:g}-{hi:g}"
+                               for sex, (lo, hi) in route.dose_range.items())
+            click.echo(f"  route {route_name}: {route.dose_unit} ({ranges})")
+            if sources:
+                click.echo(f"    exposure: {route.pk}")
+        click.echo(f"  evidence: {agent.evidence}")
+        click.echo(f"  sources: {agent.sources}")
+        if agent.warning:
+            click.echo(f"  WARNING: {agent.warning}")
+        click.echo("")

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from .model.cells import steady_state
+from .outcomes import OutcomeSetup, patient_outcomes
 from .population import PopulationSpec, sample_patient
 from .simulate import Grid, ModelParams, simulate_patient
 
@@ -27,16 +28,25 @@ def reference_steady_state(model: ModelParams, dtype):
 
 
 def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms: tuple,
-                      grid: Grid, dtype):
-    """Return a jitted ``ids -> outputs`` for this study's fixed seed, arms and grid."""
+                      grid: Grid, dtype, outcomes: OutcomeSetup | None = None):
+    """Return a jitted ``ids -> (patients, outputs)`` for this study's fixed seed, arms and
+    grid; with ``outcomes``, outputs also hold fractures and deaths (outcomes.py)."""
     model_d = cast_tree(model, dtype)
     steady = reference_steady_state(model, dtype)
+    setup = None
+    if outcomes is not None:
+        ages = outcomes.probability_ages
+        setup = cast_tree(outcomes._replace(probability_ages=()), dtype)._replace(
+            probability_ages=ages, incidence=jnp.asarray(outcomes.incidence, dtype))
 
     @jax.jit
     def run(ids):
         def one(pid):
             patient = sample_patient(seed, pid, spec, dtype)
             out = simulate_patient(patient, model_d, steady, arms, grid)
+            if setup is not None:
+                key = jax.random.fold_in(jax.random.key(seed), pid)
+                out = {**out, **patient_outcomes(patient, out, setup, key)}
             return patient, out
 
         return jax.vmap(one)(ids)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .agents import AGENTS
-from .population import PopulationSpec
-from .simulate import Arm, Grid, Regimen
+from .integrate import METHODS
+from .population import REGIMEN_SLOTS, PopulationSpec
+from .protocol import Arm, Regimen
+from .simulate import Grid
 
 
 class ConfigError(Exception):
@@ -35,7 +37,7 @@ class Study:
     chunk_size: int
     dtype: str
     steps_per_year: int
-    sex: str
+    solver: str
     population: PopulationSpec
     arms: tuple
     reference_arm: str
@@ -43,7 +45,8 @@ class Study:
     @property
     def grid(self) -> Grid:
         return Grid(prefix_years=math.ceil(self.population.age_max - 30.0),
-                    horizon_years=self.horizon_years, steps_per_year=self.steps_per_year)
+                    horizon_years=self.horizon_years, steps_per_year=self.steps_per_year,
+                    solver=self.solver)
 
     def with_overrides(self, patients=None, seed=None, chunk_size=None) -> "Study":
         from dataclasses import replace
@@ -62,12 +65,19 @@ class Study:
 
 SECTIONS = {"study", "population", "arms"}
 STUDY_KEYS = {"name", "description", "patients", "seed", "horizon_years", "chunk_size", "dtype",
-              "steps_per_year", "reference_arm"}
-POPULATION_KEYS = {"sex", "age_min", "age_max"}
-ARM_KEYS = {"name", "regimens"}
-REGIMEN_KEYS = {"agent", "dose", "dose_unit", "start", "duration_years"}
-START_KINDS = {"fmp": "years after the final menstrual period (0 = at the FMP)",
-               "entry": "years after study entry", "age": "age in years"}
+              "steps_per_year", "solver", "reference_arm"}
+POPULATION_KEYS = {"sex", "age_min", "age_max", "male_fraction", "uterus_intact_fraction",
+                   "surgical_menopause_fraction", "surgery_age_min", "surgery_age_max",
+                   "hypogonadal_fraction"}
+ARM_KEYS = {"name", "regimens", "allow_unopposed_estrogen"}
+REGIMEN_KEYS = {"name", "agent", "route", "dose", "dose_unit", "start", "duration_years",
+                "adherence", "persistence"}
+START_KINDS = {"years_from_fmp": "years after the final menstrual period (0 = at the FMP)",
+               "years_from_baseline": "years after study entry",
+               "age": "age in years",
+               "after": "name of an earlier regimen of the arm; starts when it stops"}
+START_SHORTHANDS = {"fmp": ("fmp", 0.0), "entry": ("entry", 0.0), "baseline": ("entry", 0.0)}
+SEXES = {"female": 0.0, "male": 1.0, "both": 0.5}
 
 
 def _fail(path, section, field, problem):
@@ -115,36 +125,160 @@ def _table(value, path, section):
     return value
 
 
-def _parse_regimen(r, path, section, horizon):
-    r = _table(r, path, section)
-    _unknown_keys(r, REGIMEN_KEYS, path, section)
-    for key in ("agent", "dose", "start"):
-        if key not in r:
-            _fail(path, section, key, "missing (required for every regimen).")
-    agent = AGENTS[_check_str(r["agent"], path, section, "agent", set(AGENTS))]
-    unit = r.get("dose_unit", agent.dose_unit)
-    if unit != agent.dose_unit:
-        _fail(path, section, "dose_unit", f"{agent.name} is dosed in '{agent.dose_unit}', "
-              f"got '{unit}'.")
-    lo, hi = agent.dose_range
-    dose = _check_number(r["dose"], path, section, "dose", lo, hi)
+def _parse_start(r, path, section, earlier):
+    """-> (kind, value, after_index) from a regimen's ``start``."""
+    if "start" not in r:
+        return "entry", 0.0, -1
     start = r["start"]
     if isinstance(start, str):
-        kind = _check_str(start, path, section, "start", {"fmp", "entry"})
-        value = 0.0
+        kind, value = START_SHORTHANDS[_check_str(start, path, section, "start",
+                                                  set(START_SHORTHANDS))]
+        return kind, value, -1
+    start = _table(start, path, f"{section}.start")
+    if len(start) != 1:
+        _fail(path, section, "start", "give exactly one of "
+              + "; ".join(f"{k} = <{v}>" for k, v in START_KINDS.items())
+              + ", or one of the strings 'fmp', 'entry'.")
+    key, value = next(iter(start.items()))
+    _check_str(key, path, section, "start", set(START_KINDS))
+    if key == "after":
+        target = _check_str(value, path, section, "start.after")
+        if target not in earlier:
+            _fail(path, section, "start.after", f"'{target}' is not the name of an earlier "
+                  f"regimen of this arm (named so far: {', '.join(earlier) or 'none'}).")
+        return "after", 0.0, earlier.index(target)
+    if key == "age":
+        return "age", _check_number(value, path, section, "start.age", 20.0, 100.0), -1
+    kind = {"years_from_fmp": "fmp", "years_from_baseline": "entry"}[key]
+    return kind, _check_number(value, path, section, f"start.{key}", -30.0, 100.0), -1
+
+
+def _parse_regimen(r, path, section, horizon, sexes, earlier):
+    r = _table(r, path, section)
+    _unknown_keys(r, REGIMEN_KEYS, path, section)
+    for key in ("agent", "dose", "dose_unit"):
+        if key not in r:
+            _fail(path, section, key, "missing (every regimen needs agent, dose and "
+                  "dose_unit; `bonecohort agents` lists them).")
+    agent = AGENTS[_check_str(r["agent"], path, section, "agent", set(AGENTS))]
+    if "route" in r:
+        route_name = _check_str(r["route"], path, section, "route", set(agent.routes))
+    elif len(agent.routes) == 1:
+        route_name = next(iter(agent.routes))
     else:
-        start = _table(start, path, f"{section}.start")
-        if len(start) != 1:
-            _fail(path, section, "start", "give exactly one of "
-                  + "; ".join(f"{k} = <{v}>" for k, v in START_KINDS.items()) + ".")
-        kind, value = next(iter(start.items()))
-        _check_str(kind, path, section, "start", set(START_KINDS))
-        bounds = (20.0, 100.0) if kind == "age" else (-30.0, 100.0)
-        value = _check_number(value, path, section, f"start.{kind}", *bounds)
+        _fail(path, section, "route", f"missing; {agent.name} has routes "
+              f"{', '.join(agent.routes)}.")
+    route = agent.routes[route_name]
+    unit = _check_str(r["dose_unit"], path, section, "dose_unit")
+    if unit != route.dose_unit:
+        _fail(path, section, "dose_unit", f"{agent.name} ({route_name}) is dosed in "
+              f"'{route.dose_unit}', got '{unit}'.")
+    dose = r["dose"]
+    _check_number(dose, path, section, "dose", 0.0, math.inf)
+    for sex in sexes:
+        if sex not in route.dose_range:
+            _fail(path, section, "agent", f"{agent.name} ({route_name}) is not used in "
+                  f"{'men' if sex == 'male' else 'women'}; this population includes them "
+                  f"(set [population] sex, or choose another agent).")
+        lo, hi = route.dose_range[sex]
+        if not lo <= dose <= hi:
+            _fail(path, section, "dose", f"{dose} {unit} of {agent.name} ({route_name}) is "
+                  f"outside the plausible range for {'men' if sex == 'male' else 'women'}, "
+                  f"{lo}-{hi} {unit}.")
+    kind, value, after = _parse_start(r, path, section, earlier)
+    if kind == "fmp" and "male" in sexes:
+        _fail(path, section, "start", "a start relative to the final menstrual period needs "
+              "a population of women; use years_from_baseline or age.")
     duration = _check_number(r.get("duration_years", horizon), path, section, "duration_years",
-                             1.0 / 12.0, 100.0)
-    return Regimen(agent=agent.name, dose=dose, start=kind, start_value=value,
-                   duration_years=duration)
+                             -math.inf, math.inf)
+    if duration < 1.0 / 12.0:
+        _fail(path, section, "duration_years", f"must be at least one month (1/12 year), got "
+              f"{duration}.")
+    adherence = _check_number(r.get("adherence", 1.0), path, section, "adherence", 0.0, 1.0)
+    if adherence == 0.0:
+        _fail(path, section, "adherence", "must be above 0 (fraction of doses taken); remove "
+              "the regimen for no treatment.")
+    name = r.get("name", "")
+    if name:
+        name = _check_str(name, path, section, "name")
+        if name in earlier:
+            _fail(path, section, "name", f"duplicate regimen name '{name}' in this arm.")
+    return Regimen(agent=agent.name, dose=float(dose), route=route_name, start=kind,
+                   start_value=value, duration_years=duration, adherence=adherence,
+                   persistence=_check_number(r.get("persistence", 0.0), path, section,
+                                             "persistence", 0.0, 5.0),
+                   after=after, name=name)
+
+
+def _check_overlaps(regimens, path, section_of):
+    """The same agent twice in one arm must not overlap in time (same start reference)."""
+    for j, rj in enumerate(regimens):
+        for i, ri in enumerate(regimens[:j]):
+            if ri.agent != rj.agent or ri.start != rj.start or ri.start == "after":
+                continue
+            if (ri.start_value < rj.start_value + rj.duration_years
+                    and rj.start_value < ri.start_value + ri.duration_years):
+                _fail(path, section_of(j), "start", f"{rj.agent} overlaps regimen {i} of the "
+                      f"same arm (both given from {ri.start}); combine the doses into one "
+                      f"regimen or make them consecutive (start = {{after = \"<name>\"}}).")
+
+
+def _check_uterus(arm_name, regimens, allow, path, section, intact_fraction):
+    """Estrogen in women with a uterus needs a progestogen or bazedoxifene over its window."""
+    if allow or intact_fraction == 0.0:
+        return
+    for j, reg in enumerate(regimens):
+        if not AGENTS[reg.agent].is_estrogen or AGENTS[reg.agent].opposes_estrogen_in_uterus:
+            continue
+        covered = any(AGENTS[o.agent].opposes_estrogen_in_uterus and o.start == reg.start
+                      and o.start_value <= reg.start_value
+                      and o.start_value + o.duration_years >= reg.start_value
+                      + reg.duration_years and (o.after == reg.after)
+                      for o in regimens)
+        if not covered:
+            _fail(path, f"{section}.regimens[{j}]", "agent", f"arm '{arm_name}' gives "
+                  f"{reg.agent} without a progestogen or bazedoxifene covering the same "
+                  f"window, to a population where {intact_fraction:.0%} of women have an "
+                  f"intact uterus (unopposed estrogen raises endometrial cancer risk). Add a "
+                  f"regimen of progesterone or medroxyprogesterone_acetate with the same start "
+                  f"and at least the same duration, or use conjugated_estrogens_bazedoxifene; "
+                  f"or set [population] uterus_intact_fraction = 0 (women after "
+                  f"hysterectomy), or set allow_unopposed_estrogen = true in the arm.")
+
+
+def _parse_population(pop, path) -> PopulationSpec:
+    sec = "population"
+    sex = _check_str(pop.get("sex", "female"), path, sec, "sex", set(SEXES))
+    for key in ("age_min", "age_max"):
+        if key not in pop:
+            _fail(path, sec, key, "missing (age range at study entry, years).")
+    age_min = _check_number(pop["age_min"], path, sec, "age_min", 30.0, 100.0)
+    age_max = _check_number(pop["age_max"], path, sec, "age_max", 30.0, 100.0)
+    if age_max < age_min:
+        _fail(path, sec, "age_max", f"must be >= age_min ({age_min}), got {age_max}.")
+    male = SEXES[sex]
+    if "male_fraction" in pop:
+        if sex != "both":
+            _fail(path, sec, "male_fraction", "only with sex = \"both\".")
+        male = _check_number(pop["male_fraction"], path, sec, "male_fraction", 0.0, 1.0)
+    fraction = lambda key, default: _check_number(pop.get(key, default), path, sec, key,  # noqa
+                                                  0.0, 1.0)
+    surgery = [_check_number(pop.get(k, d), path, sec, k, 30.0, 65.0)
+               for k, d in (("surgery_age_min", 40.0), ("surgery_age_max", 50.0))]
+    if surgery[1] < surgery[0]:
+        _fail(path, sec, "surgery_age_max", f"must be >= surgery_age_min ({surgery[0]}).")
+    if sex == "male":
+        for key in ("uterus_intact_fraction", "surgical_menopause_fraction"):
+            if key in pop:
+                _fail(path, sec, key, "applies to women; this population is male.")
+    if sex == "female" and "hypogonadal_fraction" in pop:
+        _fail(path, sec, "hypogonadal_fraction", "applies to men; this population is female.")
+    return PopulationSpec(
+        age_min=age_min, age_max=age_max, male_fraction=male,
+        uterus_intact_fraction=fraction("uterus_intact_fraction", 0.8),
+        surgical_fraction=fraction("surgical_menopause_fraction", 0.0),
+        surgery_age_min=surgery[0], surgery_age_max=surgery[1],
+        hypogonadal_fraction=fraction("hypogonadal_fraction", 0.1))
 
 
 def _check_steps(value, path):
@@ -175,14 +309,10 @@ def parse_study(text: str, path: str = "<config>") -> Study:
 
     name = _check_str(study.get("name", Path(path).stem), path, "study", "name")
     horizon = _check_int(study.get("horizon_years", 30), path, "study", "horizon_years", 1, 70)
-    sex = _check_str(pop.get("sex", "female"), path, "population", "sex", {"female"})
-    for key in ("age_min", "age_max"):
-        if key not in pop:
-            _fail(path, "population", key, "missing (age range at study entry, years).")
-    age_min = _check_number(pop["age_min"], path, "population", "age_min", 30.0, 100.0)
-    age_max = _check_number(pop["age_max"], path, "population", "age_max", 30.0, 100.0)
-    if age_max < age_min:
-        _fail(path, "population", "age_max", f"must be >= age_min ({age_min}), got {age_max}.")
+    population = _parse_population(pop, path)
+    sexes = [s for s, present in (("female", population.male_fraction < 1.0),
+                                  ("male", population.male_fraction > 0.0)) if present]
+    intact = population.uterus_intact_fraction if "female" in sexes else 0.0
 
     arms_raw = raw["arms"]
     if not isinstance(arms_raw, list) or not arms_raw:
@@ -196,12 +326,25 @@ def parse_study(text: str, path: str = "<config>") -> Study:
         if arm_name in names:
             _fail(path, section, "name", f"duplicate arm name '{arm_name}'.")
         names.add(arm_name)
+        section = f"arms[{i}] ('{arm_name}')"
         regs = arm.get("regimens", [])
         if not isinstance(regs, list):
             _fail(path, section, "regimens", "expected a list of [[arms.regimens]] tables.")
-        section_of = lambda j: f"arms[{i}] ('{arm_name}').regimens[{j}]"  # noqa: E731
-        arms.append(Arm(arm_name, tuple(_parse_regimen(r, path, section_of(j), horizon)
-                                        for j, r in enumerate(regs))))
+        if len(regs) > REGIMEN_SLOTS:
+            _fail(path, section, "regimens", f"at most {REGIMEN_SLOTS} regimens per arm, got "
+                  f"{len(regs)}.")
+        allow = arm.get("allow_unopposed_estrogen", False)
+        if not isinstance(allow, bool):
+            _fail(path, section, "allow_unopposed_estrogen", f"expected true or false, got "
+                  f"{allow!r}.")
+        section_of = lambda j: f"{section}.regimens[{j}]"  # noqa: E731
+        parsed = []
+        for j, r in enumerate(regs):
+            parsed.append(_parse_regimen(r, path, section_of(j), horizon, sexes,
+                                         [p.name for p in parsed]))
+        _check_overlaps(parsed, path, section_of)
+        _check_uterus(arm_name, parsed, allow, path, section, intact)
+        arms.append(Arm(arm_name, tuple(parsed), allow))
     reference = _check_str(study.get("reference_arm", arms[0].name), path, "study",
                            "reference_arm", names)
     return Study(
@@ -216,9 +359,9 @@ def parse_study(text: str, path: str = "<config>") -> Study:
                               10**7),
         dtype=_check_str(study.get("dtype", "float32"), path, "study", "dtype",
                          {"float32", "float64"}),
-        steps_per_year=_check_steps(study.get("steps_per_year", 24), path),
-        sex=sex,
-        population=PopulationSpec(age_min=age_min, age_max=age_max),
+        steps_per_year=_check_steps(study.get("steps_per_year", 12), path),
+        solver=_check_str(study.get("solver", "rodas3"), path, "study", "solver", set(METHODS)),
+        population=population,
         arms=tuple(arms),
         reference_arm=reference,
     )

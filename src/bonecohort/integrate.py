@@ -1,34 +1,103 @@
-"""Fixed-step linearly implicit integration inside ``lax.scan`` (pure JAX, one patient).
+"""Fixed-step linearly implicit (Rosenbrock) integration inside ``lax.scan`` (pure JAX).
 
 The remodeling system is stiff (fastest eigenvalues 3-8.5 /day, DESIGN.md section 5): explicit
-daily steps blow up. We use the two-stage L-stable Rosenbrock method ROS2 of Verwer, Spee,
-Blom & Hundsdorfer (1999) SIAM J Sci Comput 20:1456, gamma = 1 + 1/sqrt(2):
+daily steps blow up. A Rosenbrock method needs one Jacobian and one linear system per step
+and no Newton iteration, so a fixed step of weeks is stable, cheap and vectorizes cleanly.
 
-    (I - gamma h J) k1 = f(y_n)
-    (I - gamma h J) k2 = f(y_n + h k1) - 2 k1
-    y_{n+1} = y_n + h (3/2 k1 + 1/2 k2)
+Non-autonomous form (Hairer & Wanner 1996, Solving ODEs II, section IV.7, eq. 7.4'; the
+coefficient layout of KPP, Sandu et al. 1997 Atmos Environ 31:3459, which writes every method
+with a diagonal gamma and no matrix-vector products inside the stages):
 
-with the exact Jacobian J = df/dy from ``jax.jacfwd``. Inputs (hormone exposure) are averaged
-over each step (rate-averaged exposure), so the step is autonomous. A step of one month is
-stable and second-order accurate; the tests compare against scipy Radau.
+    G = I/(h gamma) - J,                J = df/dy(t_n, y_n)
+    G K_i = f(t_n + alpha_i h, y_n + sum_j A_ij K_j) + sum_j C_ij/h K_j + gamma_i h df/dt
+    y_{n+1} = y_n + sum_j M_j K_j
+
+J comes from ``jax.jacfwd`` and df/dt from one forward-mode tangent, both exact. The default
+method is RODAS3 (Sandu et al. 1997; 4 stages, 3 function evaluations, order 3, L-stable
+and stiffly accurate: y_{n+1} is the last stage). Stiffly accurate methods keep their order
+when the fast cell populations sit on a slowly moving quasi-steady manifold, where the
+two-stage ROS2 (Verwer et al. 1999 SIAM J Sci Comput 20:1456) drops to about order 1.5 on this
+model. Measured against Radau (rtol 1e-9) on treated and untreated women over 40 years, max
+relative BV error at 12 / 24 / 48 steps a year: ROS2 7.8e-4 / 2.9e-4 / 1.1e-4, RODAS3
+1.4e-4 / 6.6e-5 / 1.1e-5, RODAS4 (Hairer & Wanner 1996, section VI.4; 6 stages, order 4)
+9.0e-5 / 1.2e-5 / 4e-7. RODAS3 at a monthly step is the fastest of the three at float32's
+useful accuracy; ``solver`` in a study config picks another.
+
+Inputs that change only at step boundaries (treatments, snapped to whole months) are passed
+per step; smooth functions of time (endogenous hormones) are evaluated inside ``rates`` at the
+stage times, so the method sees them to full order.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-GAMMA = 1.0 + 2.0 ** -0.5
+
+class Tableau(NamedTuple):
+    """Rosenbrock coefficients in the KPP layout (see module docstring); plain Python floats."""
+
+    name: str
+    gamma: float
+    alpha: tuple  # (s,)
+    gammas: tuple  # (s,) gamma_i = sum_j gamma_ij
+    a: tuple  # lower triangle rows: a[i] has i entries
+    c: tuple  # lower triangle rows: c[i] has i entries
+    m: tuple  # (s,)
+
+
+_G2 = 1.0 + 2.0 ** -0.5
+
+ROS2 = Tableau(
+    "ros2", _G2, (0.0, 1.0), (_G2, -_G2),
+    a=((), (1.0 / _G2,)), c=((), (-2.0 / _G2,)), m=(1.5 / _G2, 0.5 / _G2))
+
+# RODAS4, Hairer & Wanner (1996), transformed to the KPP layout (Sandu et al. 1997).
+_A_LAST = (1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950)
+RODAS4 = Tableau(
+    "rodas4", 0.25,
+    alpha=(0.0, 0.386, 0.210, 0.630, 1.0, 1.0),
+    gammas=(0.25, -0.1043, 0.1035, -0.03620000000000023, 0.0, 0.0),
+    a=((),
+       (1.544,),
+       (0.9466785280815826, 0.2557011698983284),
+       (3.314825187068521, 2.896124015972201, 0.9986419139977817),
+       _A_LAST,
+       _A_LAST + (1.0,)),
+    c=((),
+       (-5.6688,),
+       (-2.430093356833875, -0.2063599157091915),
+       (-0.1073529058151375, -9.594562251023355, -20.47028614809616),
+       (7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160),
+       (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
+        -6.058818238834054)),
+    m=_A_LAST + (1.0, 1.0))
+
+# RODAS3, Sandu et al. (1997): 4 stages (3 function evaluations), order 3, stiffly accurate.
+RODAS3 = Tableau(
+    "rodas3", 0.5,
+    alpha=(0.0, 0.0, 1.0, 1.0),
+    gammas=(0.5, 1.5, 0.0, 0.0),
+    a=((), (0.0,), (2.0, 0.0), (2.0, 0.0, 1.0)),
+    c=((), (4.0,), (1.0, -1.0), (1.0, -1.0, -8.0 / 3.0)),
+    m=(2.0, 0.0, 1.0, 1.0))
+
+METHODS = {t.name: t for t in (ROS2, RODAS3, RODAS4)}
 
 
 def _solve_small(m, b):
-    """Solve m x = b for one small dense system by unrolled Gaussian elimination.
+    """Solve m x = b for one small dense system; ``b`` has shape (n,) or (n, k).
 
-    Partial pivoting selects rows with one-hot masks, so the whole solve stays elementwise and
-    vectorizes across vmapped patients (batched LAPACK calls on tiny matrices are slow on CPU).
+    Unrolled Gaussian elimination; partial pivoting selects rows with one-hot masks, so the
+    whole solve stays elementwise and vectorizes across vmapped patients (batched LAPACK calls
+    on tiny matrices are slow on CPU, DESIGN.md section 5).
     """
-    n = b.shape[0]
-    rows = [jnp.concatenate([m[r], b[r:r + 1]]) for r in range(n)]
+    n = m.shape[0]
+    b2 = b.reshape(n, -1)
+    k = b2.shape[1]
+    rows = [jnp.concatenate([m[r], b2[r]]) for r in range(n)]
     for col in range(n):
         best = jnp.argmax(jnp.stack([jnp.abs(rows[r][col]) for r in range(col, n)]))
         pick = [best == (r - col) for r in range(col, n)]
@@ -40,35 +109,56 @@ def _solve_small(m, b):
             rows[r] = rows[r] - rows[r][col] / piv[col] * piv
     x = [None] * n
     for r in reversed(range(n)):
-        acc = rows[r][n]
+        acc = rows[r][n:]
         for c in range(r + 1, n):
             acc = acc - rows[r][c] * x[c]
         x[r] = acc / rows[r][r]
-    return jnp.stack(x)
+    return jnp.stack(x).reshape(b.shape if k == 1 and b.ndim == 1 else (n, k))
 
 
-def ros2_step(f, y, h):
-    """One ROS2 step of size ``h`` for the autonomous system dy/dt = f(y); returns y_{n+1}."""
-    fy, jac = f(y), jax.jacfwd(f)(y)
-    m = jnp.eye(y.shape[0], dtype=y.dtype) - (GAMMA * h) * jac
-    k1 = _solve_small(m, fy)
-    k2 = _solve_small(m, f(y + h * k1) - 2.0 * k1)
-    return y + h * (1.5 * k1 + 0.5 * k2)
+def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
+    """One step of size ``h`` of dy/dt = f(t, y) from (t, y); returns y_{n+1}.
+
+    The iteration matrix is inverted once per step (one elimination with n right-hand
+    sides); every stage is then a small matrix-vector product.
+    """
+    n = y.shape[0]
+    jac = jax.jacfwd(lambda z: f(t, z))(y)
+    f0, dfdt = jax.jvp(lambda s: f(s, y), (t,), (jnp.ones_like(t),))
+    w = _solve_small(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac,
+                     jnp.eye(n, dtype=y.dtype))
+    ks = []
+    for i in range(len(tableau.m)):
+        if tableau.alpha[i] == 0.0 and not any(tableau.a[i]):
+            fi = f0  # the stage sits at (t_n, y_n)
+        else:
+            yi = y + sum(a * k for a, k in zip(tableau.a[i], ks) if a != 0.0)
+            fi = f(t + tableau.alpha[i] * h, yi)
+        rhs = fi + sum((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0)
+        if tableau.gammas[i] != 0.0:
+            rhs = rhs + (tableau.gammas[i] * h) * dfdt
+        ks.append(w @ rhs)
+    return y + sum(mj * k for mj, k in zip(tableau.m, ks) if mj != 0.0)
 
 
-def integrate(rates, y0, inputs, h, steps_per_output: int):
-    """Integrate ``dy/dt = rates(y, u)`` with inputs ``u`` constant over each step.
+def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
+    """Integrate ``dy/dt = rates(t, y, u)`` on the grid t0 + k h, k = 0 .. n_out*spo.
 
-    ``inputs``: pytree whose leaves have leading shape (n_out, steps_per_output), the
-    step-averaged inputs. Returns ``(y_final, outputs)`` where ``outputs`` has shape
+    ``inputs``: pytree whose leaves have leading shape (n_out, steps_per_output): values held
+    constant over each step (they may only change at step boundaries). ``t0``, ``h``: scalars
+    in the time unit of ``rates``. Returns ``(y_final, outputs)``, ``outputs`` of shape
     (n_out, len(y0)): the state at the end of each output period.
     """
+    n_out = jax.tree.leaves(inputs)[0].shape[0]
+    k = jnp.arange(n_out * steps_per_output).reshape(n_out, steps_per_output)
+    times = t0 + k.astype(y0.dtype) * h
 
-    def step(y, u):
-        return ros2_step(lambda z: rates(z, u), y, h), None
+    def step(y, tu):
+        t, u = tu
+        return rosenbrock_step(lambda s, z: rates(s, z, u), t, y, h, tableau), None
 
-    def period(y, u_period):
-        y, _ = jax.lax.scan(step, y, u_period)
+    def period(y, tu_period):
+        y, _ = jax.lax.scan(step, y, tu_period)
         return y, y
 
-    return jax.lax.scan(period, y0, inputs)
+    return jax.lax.scan(period, y0, (times, inputs))

@@ -21,9 +21,7 @@ import polars as pl
 
 from .cohort import chunk_ids, make_chunk_runner
 from .config import ConfigError, Study
-from .exposure import MenopauseParams
-from .model.params import CoreParams, HormoneParams, default_sites
-from .simulate import ModelParams
+from .simulate import ModelParams, default_model
 from .summarize import arm_summary
 from .tables import nonfinite_patients, patient_table
 
@@ -32,10 +30,6 @@ PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
 
 class SimulationError(Exception):
     """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
-
-
-def default_model() -> ModelParams:
-    return ModelParams(CoreParams(), HormoneParams(), MenopauseParams(), default_sites())
 
 
 def simulate_study(study: Study, model: ModelParams | None = None, log=lambda msg: None):

@@ -5,11 +5,11 @@ Time line of a patient, in years of age, on a fixed grid of ``steps_per_year`` s
     entry - prefix_years ... entry ............................ entry + horizon_years
     |---- natural history (shared by arms) ----|---- one branch per arm ----------|
 
-The prefix starts at peak bone mass: ``prefix_years = ceil(age_max - 30)``, so the youngest
-patient starts before 30 at the premenopausal steady state (nothing changes before the FMP
-in this model, so starting earlier is exact). Bone volume is normalized to 1 at the start;
-the site's BMD is its peak value times BV. Treatment starts at entry or later, so the
-natural history is simulated once and each arm continues from the state at entry.
+The prefix starts at peak bone mass: ``prefix_years = ceil(age_max - 30)``, so every patient
+starts at an age between 29 and 30, at steady state with her or his own untreated hormones.
+Bone volume is normalized to 1 at the start; the site's BMD is its peak value times BV.
+Treatment starts at entry or later, so the natural history is simulated once and each arm
+continues from the state at entry; arms are vmapped (one compiled branch for all arms).
 """
 
 from __future__ import annotations
@@ -19,39 +19,20 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .agents import AGENTS
-from .exposure import MenopauseParams, endogenous_estradiol_female, window_fraction
-from .integrate import integrate
-from .model.hormones import estrogen_action
-from .model.params import CoreParams, HormoneParams, SiteParams
+from .exposure import EndocrineParams, StepInputs, hormones_at, no_treatment
+from .integrate import METHODS, integrate
+from .model.hormones import hormone_action
+from .model.params import CoreParams, HormoneParams, SiteParams, default_sites
 from .model.site import DAYS_PER_YEAR, site_rates
 from .population import Patient
-
-
-class Regimen(NamedTuple):
-    """One agent given from ``start`` for ``duration_years`` (static, hashable).
-
-    start: "fmp" (``start_value`` years after the final menstrual period, or at entry if that
-    is later), "age" (at age ``start_value``, or entry if later) or "entry" (``start_value``
-    years after entry).
-    """
-
-    agent: str
-    dose: float
-    start: str = "entry"
-    start_value: float = 0.0
-    duration_years: float = 1e9
-
-
-class Arm(NamedTuple):
-    name: str
-    regimens: tuple = ()
+from .protocol import step_inputs
 
 
 class Grid(NamedTuple):
     prefix_years: int
     horizon_years: int
     steps_per_year: int = 12
+    solver: str = "rodas3"  # a key of integrate.METHODS
 
 
 class ModelParams(NamedTuple):
@@ -59,43 +40,39 @@ class ModelParams(NamedTuple):
 
     core: CoreParams
     hormones: HormoneParams
-    menopause: MenopauseParams
+    endocrine: EndocrineParams
     sites: SiteParams
 
 
-def regimen_start(reg: Regimen, patient: Patient):
-    """Age (years) at which ``reg`` starts for ``patient``; never before entry."""
-    if reg.start == "fmp":
-        return jnp.maximum(patient.fmp_age + reg.start_value, patient.age_entry)
-    if reg.start == "age":
-        return jnp.maximum(reg.start_value, patient.age_entry)
-    return patient.age_entry + reg.start_value
+def default_model() -> ModelParams:
+    return ModelParams(CoreParams(), HormoneParams(), EndocrineParams(), default_sites())
 
 
-def regimen_window(reg: Regimen, patient: Patient):
-    """(start, stop) ages of ``reg``, snapped to whole months from entry.
+def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):
+    """Right-hand side ``rates(t, y, u)`` of one site of ``patient``: t in days from age
+    ``age0``, ``u`` the ``StepInputs`` of the current step (scalars).
 
-    Doses are counted in whole months, and step grids have a whole number of steps a month
-    (``steps_per_year`` a multiple of 12), so no step straddles a start or a stop: a switch
-    inside a step would cost the linearly implicit method its accuracy.
+    Hormones are evaluated at the instant and act relative to the patient's own untreated
+    hormones at ``life_start`` (peak bone mass), where the site is at steady state. The
+    mechanostat set point drifts with age-related loss from ``life_start`` (params.SiteParams).
     """
-    def snap(age):
-        return patient.age_entry + jnp.round((age - patient.age_entry) * 12.0) / 12.0
+    site = site._replace(turnover=site.turnover * patient.turnover_scale,
+                         mech_gain=site.mech_gain * patient.mech_scale)
+    hp, ep = model.hormones, model.endocrine
+    ref = hormones_at(life_start, patient, no_treatment(life_start.dtype), ep, hp)
 
-    start = regimen_start(reg, patient)
-    return snap(start), snap(start + reg.duration_years)
+    def rates(t, y, u: StepInputs):
+        age = age0 + t / DAYS_PER_YEAR
+        action = hormone_action(hormones_at(age, patient, u, ep, hp), ref, hp, site.er_gain,
+                                patient.rankl_sensitivity)
+        return site_rates(y, model.core, steady, site, action,
+                          log_set_point=-site.age_loss * (age - life_start))
+
+    return rates
 
 
-def arm_estradiol(a, b, patient: Patient, arm: Arm, model: ModelParams):
-    """Step-averaged serum estradiol (pg/mL) over steps [a, b) under ``arm``."""
-    e2 = endogenous_estradiol_female(a, b, patient.fmp_age, patient.e2_post, model.menopause)
-    for reg in arm.regimens:
-        on = window_fraction(a, b, *regimen_window(reg, patient))
-        e2 = e2 + on * reg.dose * AGENTS[reg.agent].e2_per_dose
-    return e2
-
-
-def _step_edges(first_age, years: int, steps_per_year: int):
+def step_edges(first_age, years: int, steps_per_year: int):
+    """Start and end ages (years) of each step of ``years`` years from ``first_age``."""
     k = jnp.arange(years * steps_per_year + 1, dtype=first_age.dtype)
     edges = first_age + k / steps_per_year
     return edges[:-1], edges[1:]
@@ -107,31 +84,36 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,).
     Returns a dict of arrays: ``bv_entry`` (n_sites,), BV at entry relative to peak;
     ``bv_rel`` (n_arms, n_sites, horizon_years), BV at the end of each year after entry
-    relative to BV at entry.
+    relative to BV at entry; ``oc_entry`` (n_sites,) and ``oc`` (n_arms, n_sites,
+    horizon_years): active osteoclasts relative to the reference steady state (resorption,
+    the turnover read-out) at entry and at the end of each year; ``e2_entry`` (pg/mL) and
+    ``t_entry`` (ng/dL): untreated serum hormones at entry.
     """
     dtype = patient.age_entry.dtype
-    h = jnp.asarray(DAYS_PER_YEAR / grid.steps_per_year, dtype)
+    spy = grid.steps_per_year
+    h = jnp.asarray(DAYS_PER_YEAR / spy, dtype)
+    life_start = patient.age_entry - grid.prefix_years
 
-    def run_site(site: SiteParams, y0, e2):
-        site = site._replace(turnover=site.turnover * patient.turnover_scale,
-                             mech_gain=site.mech_gain * patient.mech_scale)
+    def run_site(site: SiteParams, y0, age0, inputs: StepInputs):
+        rates = site_rhs(patient, model, steady, site, age0, life_start)
+        per_year = jax.tree.map(lambda v: v.reshape(-1, spy), inputs)
+        return integrate(rates, y0, jnp.zeros((), dtype), per_year, h, spy,
+                         METHODS[grid.solver])
 
-        def rates(y, u):
-            action = estrogen_action(u, model.hormones, site.er_gain, patient.rankl_sensitivity)
-            return site_rates(y, model.core, steady, site, action)
-
-        return integrate(rates, y0, e2.reshape(-1, grid.steps_per_year), h, grid.steps_per_year)
-
-    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None))
+    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None))
     n_sites = model.sites.turnover.shape[0]
-    a, b = _step_edges(patient.age_entry - grid.prefix_years, grid.prefix_years,
-                       grid.steps_per_year)
-    e2_nat = endogenous_estradiol_female(a, b, patient.fmp_age, patient.e2_post, model.menopause)
-    y_entry, _ = sites_vmap(model.sites, jnp.ones((n_sites, 4), dtype), e2_nat)
+    a, b = step_edges(life_start, grid.prefix_years, spy)
+    y_entry, _ = sites_vmap(model.sites, jnp.ones((n_sites, 4), dtype), life_start,
+                            step_inputs(a, b, patient, None))
 
-    a, b = _step_edges(patient.age_entry, grid.horizon_years, grid.steps_per_year)
-    bv_rel = []
-    for arm in arms:
-        _, yearly = sites_vmap(model.sites, y_entry, arm_estradiol(a, b, patient, arm, model))
-        bv_rel.append(yearly[:, :, 3] / y_entry[:, 3:4])
-    return {"bv_entry": y_entry[:, 3], "bv_rel": jnp.stack(bv_rel)}
+    a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
+    inputs = [step_inputs(a, b, patient, arm) for arm in arms]
+    stacked = jax.tree.map(lambda *v: jnp.stack(v), *inputs)
+    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0))
+    _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked)
+    # yearly: (arms, sites, years, 4)
+    at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
+                           model.hormones)
+    return {"bv_entry": y_entry[:, 3], "bv_rel": yearly[..., 3] / y_entry[None, :, 3:4],
+            "oc_entry": y_entry[:, 2], "oc": yearly[..., 2],
+            "e2_entry": at_entry.e2, "t_entry": at_entry.t}

@@ -14,8 +14,8 @@ def report_years(horizon: int):
 
 
 def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame:
-    """Mean % BMD change from entry at report years, per arm and site, and the share (%) with
-    femoral-neck T-score <= -2.5 at entry and at the horizon."""
+    """Mean % BMD change from entry at report years, per arm, sex and site, and the share (%)
+    with femoral-neck T-score <= -2.5 at entry and at the horizon."""
     aggs = [pl.len().alias("patients")]
     for site, prefix in (("FN", "fn"), ("LS", "ls")):
         for y in report_years(horizon):
@@ -26,8 +26,8 @@ def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame
             f"% T<=-2.5 y{horizon}"),
     ]
     order = pl.DataFrame({"arm": list(arm_order), "_order": list(range(len(arm_order)))})
-    out = patients.group_by("arm").agg(aggs).collect()
-    return out.join(order, on="arm").sort("_order").drop("_order")
+    out = patients.group_by("arm", "sex").agg(aggs).collect()
+    return out.join(order, on="arm").sort("_order", "sex").drop("_order")
 
 
 def format_summary(summary: pl.DataFrame) -> str:
@@ -35,3 +35,13 @@ def format_summary(summary: pl.DataFrame) -> str:
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
                    fmt_str_lengths=60):
         return str(summary)
+
+
+def agent_notes(arms) -> list[str]:
+    """One line per agent used in ``arms`` (evidence grade), then any warnings."""
+    from .agents import AGENTS
+
+    used = sorted({reg.agent for arm in arms for reg in arm.regimens})
+    lines = [f"  {name}: evidence {AGENTS[name].evidence}" for name in used]
+    lines += [f"WARNING: {AGENTS[name].warning}" for name in used if AGENTS[name].warning]
+    return lines

@@ -1,48 +1,73 @@
-"""Estrogen-receptor activity and its action on bone cells (pure JAX, one patient).
+"""Sex-steroid receptor activity and its action on bone cells (pure JAX, one patient).
 
-Receptor occupancy (DESIGN.md section 4; Hill coefficient 1):
+Receptor activities (DESIGN.md section 4; Hill coefficient 1):
 
-    a_ER = (E2/K_E) / (1 + E2/K_E)
+    a_ER = (E2/K_E + sum_i eps_i S_i/K_i) / (1 + E2/K_E + sum_i S_i/K_i)
+        SERMs compete with estradiol for ER; eps_i is the bone efficacy of SERM i, so a
+        saturating SERM pulls a_ER towards eps_i: up from postmenopausal levels, down from
+        premenopausal ones (tamoxifen: bone loss before menopause, gain after).
+    a_AR = T / (T + K_T)
 
-Actions on the Pivonka core, each relative to the premenopausal reference a_ER(E2_ref) so
-that a woman at E2_ref sits exactly at the Pivonka 2008 steady state:
+Actions on the Pivonka core (multipliers of its rates):
 
-    RANKL expression  x (1 + g rho_L (1 - a_ER)) / (1 + g rho_L (1 - a_ref))
-        estrogen suppresses RANKL on marrow stromal / osteoblast-lineage cells
-        (Eghbali-Fatourechi 2003 J Clin Invest 111:1221)
-    OPG production    x (1 + g rho_O a_ER) / (1 + g rho_O a_ref)
-        estrogen raises OPG (Hofbauer 1999 Endocrinology 140:4367)
-    OC apoptosis      x (1 + g rho_A a_ER) / (1 + g rho_A a_ref)
-        estrogen shortens osteoclast life span (Hughes 1996 Nat Med 2:1132)
-    OB apoptosis      x (1 - g delta_E a_ER) / (1 - g delta_E a_ref)
-        estrogen prolongs osteoblast survival (Kousteni 2001 Cell 104:719)
+    RANKL expression  x (1 + g rho_L s (1 - a_ER))   estrogen suppresses RANKL on marrow
+        stromal / osteoblast-lineage cells (Eghbali-Fatourechi 2003 J Clin Invest 111:1221)
+    OPG production    x (1 + g rho_O a_ER)           (Hofbauer 1999 Endocrinology 140:4367)
+    OC apoptosis      x (1 + g rho_A a_ER)           (Hughes 1996 Nat Med 2:1132)
+    OB apoptosis      x (1 - g delta_E a_ER)         (Kousteni 2001 Cell 104:719)
+    OBp -> OBa        x (1 + kappa_AR a_AR)          androgens on osteoblast differentiation
+                                                     (Kasperk 1989 Endocrinology 124:1576)
+    OBu commitment    x (1 + delta_IGF dIGF)         IGF-1 on osteoblast recruitment
+                                                     (Giustina 2008 Endocr Rev 29:535)
 
-g is the site gain (``SiteParams.er_gain``). The magnitudes rho_L, rho_O, rho_A, delta_E, K_E
-are calibration parameters (no paper gives them).
+g is the site gain (``SiteParams.er_gain``), s the patient's RANKL sensitivity. Every
+multiplier is divided by its value at the patient's reference hormones (untreated, age 30),
+so the patient sits exactly at the Pivonka 2008 steady state at peak bone mass.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .params import CellAction, HormoneParams
 
 
-def er_activity(e2, hp: HormoneParams):
-    """Estrogen-receptor activity a_ER in [0, 1) for serum estradiol ``e2`` in pg/mL."""
-    r = e2 / hp.K_E
-    return r / (1.0 + r)
+class Hormones(NamedTuple):
+    """Hormonal milieu at one instant (scalars)."""
+
+    e2: float  # pg/mL, serum estradiol (endogenous + exogenous, E2-equivalent)
+    t: float  # ng/dL, serum testosterone
+    serm_occ: float = 0.0  # sum S/K_S of SERMs
+    serm_ago: float = 0.0  # sum eps_S S/K_S
+    igf: float = 0.0  # relative IGF-1 rise
 
 
-def estrogen_action(e2, hp: HormoneParams, gain=1.0, rankl_sensitivity=1.0) -> CellAction:
-    """Cell-rate multipliers for serum estradiol ``e2`` (pg/mL); ones at ``hp.E2_ref``.
+def er_activity(h: Hormones, hp: HormoneParams):
+    """Estrogen-receptor activity a_ER in [0, 1)."""
+    r = h.e2 / hp.K_E
+    return (r + h.serm_ago) / (1.0 + r + h.serm_occ)
 
-    ``rankl_sensitivity`` scales rho_L per patient (inter-individual variability).
-    """
-    a = er_activity(e2, hp)
-    a_ref = er_activity(hp.E2_ref, hp)
-    rho_L = gain * hp.rho_L * rankl_sensitivity
+
+def ar_activity(h: Hormones, hp: HormoneParams):
+    """Androgen-receptor activity a_AR in [0, 1)."""
+    return h.t / (h.t + hp.K_T)
+
+
+def _raw_action(h: Hormones, hp: HormoneParams, gain, rankl_sensitivity) -> CellAction:
+    a, ar = er_activity(h, hp), ar_activity(h, hp)
     return CellAction(
-        rankl=(1.0 + rho_L * (1.0 - a)) / (1.0 + rho_L * (1.0 - a_ref)),
-        opg=(1.0 + gain * hp.rho_O * a) / (1.0 + gain * hp.rho_O * a_ref),
-        oc_apoptosis=(1.0 + gain * hp.rho_A * a) / (1.0 + gain * hp.rho_A * a_ref),
-        ob_apoptosis=(1.0 - gain * hp.delta_E * a) / (1.0 - gain * hp.delta_E * a_ref),
+        rankl=1.0 + gain * hp.rho_L * rankl_sensitivity * (1.0 - a),
+        opg=1.0 + gain * hp.rho_O * a,
+        oc_apoptosis=1.0 + gain * hp.rho_A * a,
+        ob_apoptosis=1.0 - gain * hp.delta_E * a,
+        obp_differentiation=1.0 + hp.kappa_AR * ar,
+        obu_differentiation=1.0 + hp.delta_IGF * h.igf,
     )
+
+
+def hormone_action(h: Hormones, ref: Hormones, hp: HormoneParams, gain=1.0,
+                   rankl_sensitivity=1.0) -> CellAction:
+    """Cell-rate multipliers for hormones ``h``, relative to the reference ``ref``."""
+    now = _raw_action(h, hp, gain, rankl_sensitivity)
+    base = _raw_action(ref, hp, gain, rankl_sensitivity)
+    return CellAction(*(x / x0 for x, x0 in zip(now, base)))

@@ -15,7 +15,7 @@ Sources
   and section 3 (bone-volume feedback, sites). Their magnitudes are *calibration parameters*,
   not published constants; the defaults were set by hand so that untreated women reproduce the
   published menopausal loss rates (SWAN, Greendale 2012 JBMR 27:111; Sowers 2010 JCEM) within
-  a factor of two, and are documented in ``configs/parameters/default.toml``.
+  a factor of two (see ``LUMBAR_SPINE`` below).
 """
 
 from __future__ import annotations
@@ -85,18 +85,34 @@ class CellAction(NamedTuple):
 
 
 class HormoneParams(NamedTuple):
-    """Estrogen-receptor coupling (DESIGN.md section 4); magnitudes are calibration parameters.
+    """Sex-steroid receptor coupling (DESIGN.md section 4); magnitudes are calibration
+    parameters unless a source is given.
 
-    a_ER = (E2/K_E) / (1 + E2/K_E). Multipliers are taken relative to the premenopausal
-    reference a_ER(E2_ref) so the reference woman sits at the Pivonka steady state.
+    a_ER = (E2/K_E + sum eps_S S/K_S) / (1 + E2/K_E + sum S/K_S)   (SERMs compete)
+    a_AR = T / (T + K_T)
+    Multipliers are taken relative to each patient's own untreated hormones at age 30, so
+    every patient starts at the Pivonka steady state at peak bone mass.
     """
 
     K_E: float = 20.0  # pg/mL, half-activation of ER by serum estradiol
-    E2_ref: float = 100.0  # pg/mL, cycle-averaged premenopausal estradiol (DESIGN.md section 4)
     rho_L: float = 2.0  # -, RANKL production x (1 + rho_L (1 - a_ER))
     rho_O: float = 1.0  # -, OPG production x (1 + rho_O a_ER)
     rho_A: float = 0.5  # -, OC apoptosis x (1 + rho_A a_ER)
     delta_E: float = 0.3  # -, OB apoptosis x (1 - delta_E a_ER)
+    K_T: float = 300.0  # ng/dL, half-activation of AR by serum testosterone (assumption)
+    kappa_AR: float = 0.3  # -, OBp differentiation x (1 + kappa_AR a_AR)
+    delta_IGF: float = 0.02  # -, OBu commitment x (1 + delta_IGF dIGF); plausible 0-0.1
+    # Aromatization in men (DESIGN.md section 4): E2 ~ 20-30 pg/mL at T ~ 550 ng/dL.
+    k_arom: float = 0.045  # pg/mL of E2 per ng/dL of T
+    # Share of male serum E2 secreted directly by the testes, not from circulating T
+    # (Longcope 1969 J Clin Invest 48:2191: ~15-20 %); aromatase inhibitors spare it.
+    testis_e2_fraction: float = 0.2  # -
+    # Rise of male T under full aromatase inhibition (less E2 feedback on LH): anastrozole
+    # 1 mg/day raised T by ~58 % at x/(1+x) = 0.85 (Leder 2004 JCEM 89:1174).
+    ai_t_feedback: float = 0.68  # -, T x (1 + ai_t_feedback I_AI)
+    # Exogenous T suppresses LH and endogenous T: endogenous x 1/(1 + T_exo/T_supp)
+    # (assumption; replacement doses suppress LH almost fully, e.g. Wang 2000 JCEM 85:2839).
+    T_supp: float = 150.0  # ng/dL
 
 
 class SiteParams(NamedTuple):
@@ -110,11 +126,19 @@ class SiteParams(NamedTuple):
       is lost the strain energy density under unchanged loads rises and drives formation
       (Scheiner 2013 CMAME 254:181; Martinez-Reina 2019), so loss decelerates (see site.py).
     er_gain: site gain on all estrogen-receptor actions.
+    age_loss: age-related loss independent of sex steroids (fraction of BV per year from
+      age 30), a drift of the mechanostat set point: BV settles at exp(-age_loss (age - 30))
+      of its reference. NHANES III femoral-neck BMD falls ~0.3 %/yr across adult life in
+      both sexes beyond what menopause explains (Looker 1998 Osteoporos Int 8:468); DXA spine
+      BMD changes less with age (degenerative artefacts). MrOS men >= 65 lose ~0.4 %/yr at the
+      femoral neck in total (Cawthon 2009 JBMR 24:1728), with falling testosterone adding the
+      rest. Calibration parameter.
     """
 
     turnover: float
     mech_gain: float
     er_gain: float = 1.0
+    age_loss: float = 0.0
 
 
 # Hand-set effective values (see module docstring): with E2 falling from 100 to 10 pg/mL around
@@ -122,8 +146,8 @@ class SiteParams(NamedTuple):
 # FMP..FMP+2 (Sowers: -3.3), -1.4 %/yr over FMP+2..+7 (Sowers: -1.1) and femoral neck -4.6 %
 # over FMP-1..FMP+2 (SWAN: -5.8 %). ``turnover`` here is an effective rate that also absorbs
 # the remodeling-space transient; it is larger than histomorphometric activation frequencies.
-LUMBAR_SPINE = SiteParams(turnover=0.5, mech_gain=1.5, er_gain=1.0)
-FEMORAL_NECK = SiteParams(turnover=0.4, mech_gain=1.5, er_gain=0.75)
+LUMBAR_SPINE = SiteParams(turnover=0.5, mech_gain=1.5, er_gain=1.0, age_loss=0.001)
+FEMORAL_NECK = SiteParams(turnover=0.4, mech_gain=1.5, er_gain=0.75, age_loss=0.003)
 SITE_NAMES = ("femoral_neck", "lumbar_spine")
 
 

@@ -36,14 +36,15 @@ DAYS_PER_YEAR = 365.25
 
 
 def site_rates(y, core: CoreParams, ss, site: SiteParams, action: CellAction,
-               dosing: Dosing = Dosing(), turnover_scale=1.0):
+               dosing: Dosing = Dosing(), turnover_scale=1.0, log_set_point=0.0):
     """dy/dt (1/day) for normalized state ``y`` (shape (4,)) of one site.
 
     ``ss`` is the Pivonka steady state (OBp*, OBa*, OCa*) in pM; ``action`` carries hormone and
-    drug multipliers (the mechanostat factor is applied here on top of them).
+    drug multipliers (the mechanostat factor (BV/BV_set)^-m is applied here on top of them;
+    ``log_set_point`` = log BV_set, 0 at the reference, negative with age-related loss).
     """
     x_obp, x_oba, x_oca, bv = y[0], y[1], y[2], y[3]
-    mech = jnp.exp(-site.mech_gain * jnp.log(bv))
+    mech = jnp.exp(-site.mech_gain * (jnp.log(bv) - log_set_point))
     act = action._replace(obu_differentiation=action.obu_differentiation * mech)
     cells = (x_obp * ss[0], x_oba * ss[1], x_oca * ss[2])
     d_obp, d_oba, d_oca = cell_rates(cells, core, dosing, act)

@@ -1,0 +1,103 @@
+"""Protocols: regimens and arms (static), and the per-step exposures they give one patient.
+
+A ``Regimen`` is one agent by one route at one dose, from a start for a duration, taken with
+an adherence (fraction of doses) and a persistence (discontinuation hazard per year). A
+regimen may start when an earlier regimen of the same arm stops (``start = "after"``), which
+makes sequences and switches. After a regimen stops, nothing is carried over: the model's
+state (bone volume above its set point) produces whatever offset follows.
+
+Windows are snapped to whole months from entry: doses are counted in months and step grids
+have a whole number of steps a month, so no step straddles a switch (a switch inside a step
+would cost the linearly implicit method its accuracy). The regimen-building functions are
+pure JAX on one patient; ``Regimen`` and ``Arm`` are hashable static data.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from .agents import AGENTS, EXPOSURES
+from .exposure import StepInputs, window_fraction
+
+
+class Regimen(NamedTuple):
+    """One agent given from ``start`` for ``duration_years``.
+
+    start: "fmp" (``start_value`` years after the final menstrual period, or after a
+    bilateral oophorectomy, or at entry if that is later), "age" (at age ``start_value``, or
+    entry if later), "entry" (``start_value`` years after entry) or "after" (when regimen
+    number ``after`` of the same arm stops, including early discontinuation).
+    """
+
+    agent: str
+    dose: float
+    route: str = ""
+    start: str = "entry"
+    start_value: float = 0.0
+    duration_years: float = 1e9
+    adherence: float = 1.0
+    persistence: float = 0.0  # discontinuation hazard, 1/yr
+    after: int = -1
+    name: str = ""
+
+    @property
+    def route_spec(self):
+        agent = AGENTS[self.agent]
+        return agent.routes[self.route or next(iter(agent.routes))]
+
+
+class Arm(NamedTuple):
+    name: str
+    regimens: tuple = ()
+    allow_unopposed_estrogen: bool = False
+
+
+def snap_months(age, patient):
+    """``age`` rounded to whole months from the patient's entry."""
+    return patient.age_entry + jnp.round((age - patient.age_entry) * 12.0) / 12.0
+
+
+def menopause_age(patient):
+    """Natural FMP, or an earlier bilateral oophorectomy."""
+    return jnp.minimum(patient.fmp_age, patient.surgery_age)
+
+
+def regimen_windows(arm: Arm, patient):
+    """[(start, stop)] ages of each regimen of ``arm`` for ``patient``, snapped to months.
+
+    A regimen with persistence lambda > 0 stops early at -log(u)/lambda years, u the patient's
+    uniform for that regimen slot.
+    """
+    windows = []
+    for j, reg in enumerate(arm.regimens):
+        if reg.start == "after":
+            start = windows[reg.after][1]
+        elif reg.start == "fmp":
+            start = snap_months(jnp.maximum(menopause_age(patient) + reg.start_value,
+                                            patient.age_entry), patient)
+        elif reg.start == "age":
+            start = snap_months(jnp.maximum(reg.start_value, patient.age_entry), patient)
+        else:
+            start = snap_months(patient.age_entry + reg.start_value, patient)
+        duration = jnp.asarray(reg.duration_years, patient.age_entry.dtype)
+        if reg.persistence > 0.0:
+            kept = -jnp.log(patient.persistence_u[j]) / reg.persistence
+            duration = jnp.minimum(duration, kept)
+        windows.append((start, snap_months(start + duration, patient)))
+    return windows
+
+
+def step_inputs(a, b, patient, arm: Arm | None) -> StepInputs:
+    """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated)."""
+    total = {k: jnp.zeros_like(a) for k in EXPOSURES}
+    if arm is not None:
+        for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
+            taken = window_fraction(a, b, start, stop) * reg.adherence
+            for k, v in reg.route_spec.exposure(reg.dose).items():
+                if v != 0.0:
+                    total[k] = total[k] + taken * v
+    surgery = snap_months(patient.surgery_age, patient)
+    ovary = window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery)
+    return StepInputs(ovary=ovary, **total)
