@@ -67,6 +67,17 @@ def test_run_writes_parquet_manifest_and_summary(runs):
     summary = pl.read_parquet(out / "summary.parquet")
     assert summary["arm"].to_list() == ["no treatment", "estradiol"]
     assert "FN %chg y5" in printed and "estradiol" in printed
+    assert "hip/1000 by 80" in printed and "MOF RR" in printed and "NNT" in printed
+    outcomes = pl.read_parquet(out / "outcomes.parquet")
+    assert set(outcomes["subgroup"]) == {"all", "sex", "age_band", "tscore_category_entry"}
+    assert {"hip", "hip_lo", "hip_hi", "hip_rr", "hip_rr_lo", "hip_nnt", "mof_rd_per_1000",
+            "deaths", "life_years"} <= set(outcomes.columns)
+    cumulative = pl.read_parquet(out / "cumulative.parquet")
+    assert cumulative.height == 2 * 5
+    for arm in ("no treatment", "estradiol"):  # cumulative incidence never decreases
+        hip = cumulative.filter(pl.col("arm") == arm)["hip_pct"].to_numpy()
+        assert (hip[1:] >= hip[:-1]).all()
+    assert pl.read_parquet(out / "tscores.parquet").height == 2 * 2
     # estradiol from entry loses less bone at both sites
     by_arm = {r["arm"]: r for r in summary.iter_rows(named=True)}
     for col in ("FN %chg y5", "LS %chg y5"):
@@ -91,9 +102,53 @@ def test_other_seed_gives_other_patients(tmp_path):
     tables = []
     for seed in (1, 2):
         out = tmp_path / f"seed{seed}"
-        assert run_cli("run", cfg, "-n", 50, "--seed", seed, "--out", out, "-q").exit_code == 0
+        assert run_cli("run", cfg, "-n", 1000, "--seed", seed, "--out", out, "-q").exit_code == 0
         tables.append(pl.read_parquet(out / "patients.parquet"))
     assert not tables[0]["age_entry"].equals(tables[1]["age_entry"])
+
+
+def test_identical_arms_give_rr_one_and_zero_difference(tmp_path):
+    twin = SMALL.split("[[arms]]")[-1].replace('name = "estradiol"', 'name = "estradiol twin"')
+    cfg = tmp_path / "twins.toml"
+    cfg.write_text(SMALL.replace("chunk_size = 10000", 'reference_arm = "estradiol"')
+                   + "\n[[arms]]" + twin)
+    out = tmp_path / "out"
+    assert run_cli("run", cfg, "-n", 1000, "--out", out, "-q").exit_code == 0
+    outcomes = pl.read_parquet(out / "outcomes.parquet")
+    twin = outcomes.filter(pl.col("arm") == "estradiol twin")
+    for event in ("hip", "mof"):
+        rr = twin[f"{event}_rr"].drop_nulls()
+        assert rr.len() > 0 and (rr == 1.0).all()
+        assert (twin[f"{event}_rd_per_1000"] == 0.0).all()
+    patients = pl.read_parquet(out / "patients.parquet")
+    a, b = (patients.filter(pl.col("arm") == arm).drop("arm")
+            for arm in ("estradiol", "estradiol twin"))
+    assert a.equals(b)  # identical arms, identical patients and events
+    untreated = outcomes.filter((pl.col("arm") == "no treatment") & (pl.col("subgroup") == "all"))
+    assert untreated["hip"].item() >= 0.0 and untreated["mof"].item() > 0.0
+
+
+def test_eligibility_selects_from_the_simulated_history(tmp_path):
+    cfg = tmp_path / "elig.toml"
+    cfg.write_text(SMALL.replace("age_max = 52", "age_max = 70") + """
+[eligibility]
+tscore_max = -1.5
+years_since_menopause_min = 2
+""")
+    out = tmp_path / "out"
+    assert run_cli("run", cfg, "-n", 500, "--chunk-size", 1000, "--out", out, "-q").exit_code == 0
+    patients = pl.read_parquet(out / "patients.parquet")
+    assert patients.height == 2 * 500
+    assert (patients["fn_tscore_entry"] <= -1.5).all()
+    assert (patients["years_since_menopause"] >= 2).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["patients_simulated_to_fill_eligibility"] > 500
+    impossible = tmp_path / "impossible.toml"
+    impossible.write_text(cfg.read_text().replace("tscore_max = -1.5", "tscore_max = -7.5"))
+    res = CliRunner().invoke(main, ["run", str(impossible), "-n", "5", "--chunk-size", "1000",
+                                    "--out", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "[eligibility]" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "none").exists()
 
 
 BAD = {
@@ -170,9 +225,9 @@ def test_existing_output_is_refused_without_force(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out), "-n", "10"])
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out), "-n", "1000"])
     assert res.exit_code == 2 and "--force" in res.output
     assert (out / "keep.txt").read_text() == "mine"
-    assert run_cli("run", cfg, "--out", out, "-n", 10, "--force", "-q").exit_code == 0
+    assert run_cli("run", cfg, "--out", out, "-n", 1000, "--force", "-q").exit_code == 0
     assert not (out / "keep.txt").exists() and (out / "patients.parquet").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

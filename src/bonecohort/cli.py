@@ -9,7 +9,7 @@ import click
 
 from .config import ConfigError, load_study
 from .runner import SimulationError, run_study
-from .summarize import agent_notes, format_summary
+from .summarize import agent_notes, format_summary, headline
 
 
 @click.group()
@@ -34,8 +34,10 @@ def main():
 def run(config, patients, seed, chunk_size, out, force, quiet):
     """Simulate the study in CONFIG and print a summary per arm.
 
-    Writes OUT/patients.parquet (one row per patient and arm), OUT/summary.parquet and
-    OUT/manifest.json (config, its hash, seed, package versions, devices, wall time).
+    Writes OUT/patients.parquet (one row per patient and arm), OUT/summary.parquet (BMD),
+    OUT/outcomes.parquet (fractures, deaths, RR, NNT per arm and subgroup),
+    OUT/cumulative.parquet, OUT/tscores.parquet and OUT/manifest.json (config, its hash,
+    seed, package versions, devices, wall time).
 
     Example: bonecohort run configs/default.toml --patients 20000 --seed 7 --out runs/try
     """
@@ -45,7 +47,7 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
         out = out or Path("runs") / study.name
         log(f"study '{study.name}': {study.patients:,} patients, {len(study.arms)} arms, "
             f"{study.horizon_years} y horizon, {study.dtype}")
-        summary = run_study(study, out, force=force, log=log)
+        results = run_study(study, out, force=force, log=log)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -54,7 +56,12 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
         sys.exit(3)
     click.echo(f"Study '{study.name}' ({study.patients:,} patients, seed {study.seed}); "
                f"BMD % change from entry (mean) and share with femoral-neck T-score <= -2.5:")
-    click.echo(format_summary(summary))
+    click.echo(format_summary(results["summary"]))
+    by_age = study.outcomes.by_age
+    click.echo(f"Fractures per 1000 patients by age {by_age:g} (or the horizon), sampled with "
+               f"common random numbers; RR and NNT vs '{study.reference_arm}' (paired 95 % "
+               f"intervals); mean expected 10-year probabilities from entry:")
+    click.echo(format_summary(headline(results["outcomes"], by_age)))
     notes = agent_notes(study.arms)
     if notes:
         click.echo("Agents used:")
@@ -86,3 +93,36 @@ def agents(sources):
         if agent.warning:
             click.echo(f"  WARNING: {agent.warning}")
         click.echo("")
+
+
+@main.command()
+@click.option("--age", type=click.FloatRange(50, 90), required=True, help="Age in years.")
+@click.option("--sex", type=click.Choice(["female", "male"]), default="female",
+              show_default=True)
+@click.option("--tscore", type=click.FloatRange(-6, 4), required=True,
+              help="Femoral-neck T-score (NHANES III white women reference).")
+def risk(age, sex, tscore):
+    """FRAX-style 10-year probability of a hip and of a major osteoporotic fracture for a
+    patient without other clinical risk factors, at average turnover, competing with death.
+
+    Uses the default model, the tables in configs/epidemiology and the model's untreated
+    reference population (outcomes.py).
+
+    Example: bonecohort risk --age 65 --sex female --tscore -2.5
+    """
+    import jax.numpy as jnp
+
+    from .cohort import cast_tree
+    from .config import parse_study
+    from .outcomes import frax_style_probability
+    from .runner import outcome_setup
+    from .simulate import default_model
+
+    study = parse_study("[study]\n[population]\nage_min = 50\nage_max = 50\n"
+                        "[[arms]]\nname = \"none\"\n", "risk")
+    setup = cast_tree(outcome_setup(study, default_model())._replace(probability_ages=()),
+                      jnp.float64)
+    hip, mof = frax_style_probability(age, int(sex == "male"), tscore, setup)
+    click.echo(f"{sex}, age {age:g}, femoral-neck T-score {tscore:g}: 10-year probability of "
+               f"hip fracture {100 * float(hip):.1f} %, of a major osteoporotic fracture "
+               f"{100 * float(mof):.1f} %")

@@ -1,15 +1,18 @@
 """Batches of patients: sample, simulate and read out one chunk (jitted; no I/O).
 
-``chunk_outputs(ids)`` is the only compiled entry point used by the shell: it vmaps
-``sample_patient`` and ``simulate_patient`` over a padded vector of patient ids and returns
-per-patient arrays. Padding ids are simulated and discarded by the caller, so every chunk
-has the same shape and compiles once.
+``make_chunk_runner(...)(ids)`` is the only compiled entry point used by the shell: it vmaps
+``sample_patient``, ``simulate_patient`` and ``patient_outcomes`` over a padded vector of
+patient ids and returns per-patient arrays. Padding ids are simulated and discarded by the
+caller, so every chunk has the same shape and compiles once.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .model.cells import steady_state
 from .outcomes import OutcomeSetup, patient_outcomes
@@ -27,10 +30,39 @@ def reference_steady_state(model: ModelParams, dtype):
     return jnp.asarray(jnp.stack(steady_state(cast_tree(model.core, jnp.float64))), dtype)
 
 
+def fingerprint(tree) -> str:
+    """Content hash of a pytree of constants (for caching compiled functions)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    h = hashlib.sha256(str(treedef).encode())
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        h.update(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
+
+
+_COMPILED: dict = {}
+
+
 def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms: tuple,
                       grid: Grid, dtype, outcomes: OutcomeSetup | None = None):
-    """Return a jitted ``ids -> (patients, outputs)`` for this study's fixed seed, arms and
-    grid; with ``outcomes``, outputs also hold fractures and deaths (outcomes.py)."""
+    """Return ``ids -> (patients, outputs)`` for this study's seed, arms and grid; with
+    ``outcomes``, outputs also hold fractures and deaths (outcomes.py).
+
+    The jitted function takes the seed as an argument and is cached on the study's static
+    structure and constants, so runs that differ only in seed (or repeat) compile once per
+    process and chunk shape.
+    """
+    key = (spec, arms, grid, jnp.dtype(dtype).name, fingerprint(model),
+           None if outcomes is None else (fingerprint(outcomes._replace(probability_ages=())),
+                                          outcomes.probability_ages))
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile(spec, model, arms, grid, dtype, outcomes)
+    run = _COMPILED[key]
+    seed_arr = jnp.asarray(seed, jnp.uint32)
+    return lambda ids: run(seed_arr, ids)
+
+
+def _compile(spec, model, arms, grid, dtype, outcomes):
     model_d = cast_tree(model, dtype)
     steady = reference_steady_state(model, dtype)
     setup = None
@@ -40,7 +72,7 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
             probability_ages=ages, incidence=jnp.asarray(outcomes.incidence, dtype))
 
     @jax.jit
-    def run(ids):
+    def run(seed, ids):
         def one(pid):
             patient = sample_patient(seed, pid, spec, dtype)
             out = simulate_patient(patient, model_d, steady, arms, grid)

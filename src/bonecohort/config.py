@@ -25,6 +25,31 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class OutcomeOptions:
+    """[outcomes]: how fractures and deaths are read out (outcomes.py)."""
+
+    by_age: float = 80.0  # fractures "by age" are those before this age
+    probability_ages: tuple = ()  # ages at which to report 10-year fracture probabilities
+    tscore_mean: float = 0.858  # g/cm2, femoral-neck T-score reference (NHANES III women)
+    tscore_sd: float = 0.120
+    tables: str = ""  # directory of epidemiology tables; "" = configs/epidemiology
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """[eligibility]: who enters the study, judged on the simulated history at entry."""
+
+    years_since_menopause: tuple = (-math.inf, math.inf)
+    tscore: tuple = (-math.inf, math.inf)  # femoral-neck T-score at entry
+    testosterone: tuple = (0.0, math.inf)  # ng/dL at entry (untreated)
+    uterus: str = "any"  # "intact", "absent" or "any" (women)
+
+    @property
+    def is_open(self) -> bool:
+        return self == Eligibility()
+
+
+@dataclass(frozen=True)
 class Study:
     path: str
     config_text: str
@@ -41,6 +66,8 @@ class Study:
     population: PopulationSpec
     arms: tuple
     reference_arm: str
+    outcomes: OutcomeOptions = OutcomeOptions()
+    eligibility: Eligibility = Eligibility()
 
     @property
     def grid(self) -> Grid:
@@ -64,12 +91,17 @@ class Study:
 
 
 SECTIONS = {"study", "population", "arms"}
+OPTIONAL_SECTIONS = {"outcomes", "eligibility"}
 STUDY_KEYS = {"name", "description", "patients", "seed", "horizon_years", "chunk_size", "dtype",
               "steps_per_year", "solver", "reference_arm"}
 POPULATION_KEYS = {"sex", "age_min", "age_max", "male_fraction", "uterus_intact_fraction",
                    "surgical_menopause_fraction", "surgery_age_min", "surgery_age_max",
                    "hypogonadal_fraction"}
 ARM_KEYS = {"name", "regimens", "allow_unopposed_estrogen"}
+OUTCOME_KEYS = {"by_age", "probability_ages", "tscore_reference_mean", "tscore_reference_sd",
+                "tables"}
+ELIGIBILITY_KEYS = {"years_since_menopause_min", "years_since_menopause_max", "tscore_min",
+                    "tscore_max", "testosterone_min", "testosterone_max", "uterus"}
 REGIMEN_KEYS = {"name", "agent", "route", "dose", "dose_unit", "start", "duration_years",
                 "adherence", "persistence"}
 START_KINDS = {"years_from_fmp": "years after the final menstrual period (0 = at the FMP)",
@@ -281,6 +313,60 @@ def _parse_population(pop, path) -> PopulationSpec:
         hypogonadal_fraction=fraction("hypogonadal_fraction", 0.1))
 
 
+def _parse_outcomes(sec: dict, path) -> OutcomeOptions:
+    name = "outcomes"
+    _unknown_keys(sec, OUTCOME_KEYS, path, name)
+    ages = sec.get("probability_ages", [])
+    if not isinstance(ages, list):
+        _fail(path, name, "probability_ages", f"expected a list of ages, got {ages!r}.")
+    ages = tuple(_check_number(a, path, name, "probability_ages", 50.0, 100.0) for a in ages)
+    tables = sec.get("tables", "")
+    if tables:
+        tables = _check_str(tables, path, name, "tables")
+        where = Path(path).parent / tables
+        if not where.is_dir():
+            _fail(path, name, "tables", f"'{tables}' is not a directory (relative paths are "
+                  f"read from the config file's folder: {where}).")
+        tables = str(where)
+    return OutcomeOptions(
+        by_age=_check_number(sec.get("by_age", 80.0), path, name, "by_age", 50.0, 120.0),
+        probability_ages=ages,
+        tscore_mean=_check_number(sec.get("tscore_reference_mean", 0.858), path, name,
+                                  "tscore_reference_mean", 0.3, 1.5),
+        tscore_sd=_check_number(sec.get("tscore_reference_sd", 0.120), path, name,
+                                "tscore_reference_sd", 0.05, 0.3),
+        tables=tables)
+
+
+def _bounds(sec, path, field, lo, hi, default):
+    """(min, max) of an eligibility criterion; an absent bound stays open."""
+    got = []
+    for side, fallback in (("min", default[0]), ("max", default[1])):
+        key = f"{field}_{side}"
+        got.append(_check_number(sec[key], path, "eligibility", key, lo, hi) if key in sec
+                   else fallback)
+    if got[1] < got[0]:
+        _fail(path, "eligibility", f"{field}_max", f"must be >= {field}_min ({got[0]}).")
+    return tuple(got)
+
+
+def _parse_eligibility(sec: dict, path, sexes) -> Eligibility:
+    _unknown_keys(sec, ELIGIBILITY_KEYS, path, "eligibility")
+    if "male" in sexes:
+        for key in ("years_since_menopause_min", "years_since_menopause_max", "uterus"):
+            if key in sec:
+                _fail(path, "eligibility", key, "applies to women; this population includes "
+                      "men (set [population] sex = \"female\").")
+    inf = math.inf
+    return Eligibility(
+        years_since_menopause=_bounds(sec, path, "years_since_menopause", -70.0, 70.0,
+                                      (-inf, inf)),
+        tscore=_bounds(sec, path, "tscore", -8.0, 8.0, (-inf, inf)),
+        testosterone=_bounds(sec, path, "testosterone", 0.0, 3000.0, (0.0, inf)),
+        uterus=_check_str(sec.get("uterus", "any"), path, "eligibility", "uterus",
+                          {"intact", "absent", "any"}))
+
+
 def _check_steps(value, path):
     _check_int(value, path, "study", "steps_per_year", 12, 360)
     if value % 12:
@@ -298,7 +384,7 @@ def parse_study(text: str, path: str = "<config>") -> Study:
     if not raw:
         raise ConfigError(f"{path}: the file is empty; a study needs [study], [population] "
                           "and at least one [[arms]] table (see configs/default.toml).")
-    _unknown_keys(raw, SECTIONS, path, "top level")
+    _unknown_keys(raw, SECTIONS | OPTIONAL_SECTIONS, path, "top level")
     for sec in SECTIONS:
         if sec not in raw:
             _fail(path, sec, "(section)", "missing; see configs/default.toml for an example.")
@@ -312,7 +398,10 @@ def parse_study(text: str, path: str = "<config>") -> Study:
     population = _parse_population(pop, path)
     sexes = [s for s, present in (("female", population.male_fraction < 1.0),
                                   ("male", population.male_fraction > 0.0)) if present]
-    intact = population.uterus_intact_fraction if "female" in sexes else 0.0
+    eligibility = _parse_eligibility(_table(raw.get("eligibility", {}), path, "eligibility"),
+                                     path, sexes)
+    intact = (population.uterus_intact_fraction
+              if "female" in sexes and eligibility.uterus != "absent" else 0.0)
 
     arms_raw = raw["arms"]
     if not isinstance(arms_raw, list) or not arms_raw:
@@ -364,6 +453,8 @@ def parse_study(text: str, path: str = "<config>") -> Study:
         population=population,
         arms=tuple(arms),
         reference_arm=reference,
+        outcomes=_parse_outcomes(_table(raw.get("outcomes", {}), path, "outcomes"), path),
+        eligibility=eligibility,
     )
 
 

@@ -9,7 +9,9 @@ through ages 50-110 (seed 0, 2,000 per sex, float32). From it, per sex and integ
 * c_s: mean of GR_s^(-z) (OC/OC*)^gamma (1 + (RR_prior - 1) P_prior), where P_prior, the
   probability of an earlier fracture, is carried forward year by year from age 50 with the
   normalized hazards themselves;
-* the mean turnover factor (for FRAX-style probabilities of a patient at average turnover).
+* the mean turnover factor (for FRAX-style probabilities of a patient at average turnover);
+* the share with a prior fracture (fractures before a study's entry are not simulated; a
+  patient enters with one with this probability).
 
 The cohort depends only on the model, the fracture constants and the tables, so results are
 deterministic; it is computed once per process and cached.
@@ -67,6 +69,7 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
     tbar = np.zeros((2, MAX_AGE))
     c = np.ones((4, 2, MAX_AGE))
     turnover_mean = np.ones((4, 2, MAX_AGE))
+    prevalence = np.zeros((2, MAX_AGE))
     for sex in (0, 1):
         rows = male == sex
         t, o = tscore[rows], oc[rows]
@@ -74,6 +77,7 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
         for k in range(YEARS):
             age = START_AGE + k
             tbar[sex, age] = t[:, k].mean()
+            prevalence[sex, age] = prior.mean()
             z = t[:, k] - tbar[sex, age]
             rel = np.asarray(rel_fn(age + 0.5, z, o[:, k], fp), np.float64)  # (n, 4)
             weight = 1.0 + (fp.prior_rr - 1.0) * prior
@@ -87,6 +91,7 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
         tbar[sex, last + 1:] = tbar[sex, last]
         c[:, sex, last + 1:] = c[:, sex, last:last + 1]
         turnover_mean[:, sex, last + 1:] = turnover_mean[:, sex, last:last + 1]
-    norm = Norm(tbar=tbar, c=c, turnover_mean=turnover_mean)
+        prevalence[sex, last + 1:] = prevalence[sex, last]
+    norm = Norm(tbar=tbar, c=c, turnover_mean=turnover_mean, prior_prevalence=prevalence)
     _CACHE[key] = norm
     return norm

@@ -68,6 +68,7 @@ class Norm(NamedTuple):
     tbar: jnp.ndarray  # mean femoral-neck T-score at mid-year
     c: jnp.ndarray  # (sites, 2, ages) normalizing constants
     turnover_mean: jnp.ndarray  # (sites, 2, ages) mean (OC/OC*)^gamma
+    prior_prevalence: jnp.ndarray  # (2, ages) share with an earlier fracture (from age 50)
 
 
 GR_AGES = (50.0, 60.0, 70.0, 80.0, 90.0)
@@ -130,18 +131,20 @@ def first_event_probability(h_event, h_death):
     return before * (1.0 - jnp.exp(-total)) * share
 
 
-def expected_outcomes(h_sites, h_death, fp: FractureParams):
+def expected_outcomes(h_sites, h_death, fp: FractureParams, prior_at_entry=0.0):
     """Expected per-year quantities for one patient and arm (all shape (H,)):
 
     ``hip_first`` / ``mof_first``: probability of the first hip / first MOF in year k (from
     entry, fracture-free and alive at entry); ``alive``: probability of being alive at the
     start of year k (life table); ``hip_events``: expected hip fractures in year k, counting
-    the raised hazard after an expected prior fracture (for incidence checks).
+    the raised hazard after a prior fracture (probability ``prior_at_entry`` at entry, then
+    the expected ones), for incidence checks.
     """
     h_mof = h_sites.sum(axis=1)
     mof_first = first_event_probability(h_mof, h_death)
     alive = jnp.exp(-jnp.concatenate([jnp.zeros((1,), h_death.dtype), jnp.cumsum(h_death)[:-1]]))
-    no_fx = jnp.exp(-jnp.concatenate([jnp.zeros((1,), h_mof.dtype), jnp.cumsum(h_mof)[:-1]]))
+    no_fx = (1.0 - prior_at_entry) * jnp.exp(
+        -jnp.concatenate([jnp.zeros((1,), h_mof.dtype), jnp.cumsum(h_mof)[:-1]]))
     hip_events = alive * h_sites[:, 0] * (no_fx + fp.prior_rr * (1.0 - no_fx))
     return {"hip_first": first_event_probability(h_sites[:, 0], h_death),
             "mof_first": mof_first, "alive": alive, "hip_events": hip_events}
@@ -165,19 +168,24 @@ def window_probability(h_event, h_death, start, years: int):
 class Uniforms(NamedTuple):
     death: jnp.ndarray  # (H,)
     fracture: jnp.ndarray  # (H, 4)
+    prior: jnp.ndarray  # (), prior fracture at entry
 
 
 def event_uniforms(key, years: int, dtype) -> Uniforms:
     """Uniforms of one patient for sampled events; the same in every arm."""
-    kd, kf = jax.random.split(key)
-    return Uniforms(jax.random.uniform(kd, (years,), jnp.float32).astype(dtype),
-                    jax.random.uniform(kf, (years, N_SITES), jnp.float32).astype(dtype))
+    kd, kf, kp = jax.random.split(key, 3)
+    u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32).astype(dtype)  # noqa: E731
+    return Uniforms(u(kd, (years,)), u(kf, (years, N_SITES)), u(kp, ()))
 
 
-def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age_mask):
+def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age_mask,
+                  prior_at_entry=0.0):
     """Sampled fractures and death for one patient and arm.
 
-    A patient who dies in year k is exposed to fracture for half of it. Returns a dict:
+    The patient enters with a prior fracture with probability ``prior_at_entry`` (the share
+    in the reference population of that age and sex, so that fractures before entry, which
+    are not simulated, still raise the hazard). A patient who dies in year k is exposed to
+    fracture for half of it. Returns a dict:
     ``fractures`` (4,) counts over the horizon, ``fractures_by_age`` (4,) counts in years with
     ``by_age_mask``, ``first_hip_year`` / ``first_mof_year`` / ``death_year`` (int, -1 for
     none), ``life_years``.
@@ -202,7 +210,7 @@ def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age
 
     years = h_sites.shape[0]
     k = jnp.arange(years)
-    init = (jnp.asarray(True), jnp.asarray(False), jnp.asarray(0))
+    init = (jnp.asarray(True), u.prior < prior_at_entry, jnp.asarray(0))
     _, (fx, fx_by_age, dies, exposed) = jax.lax.scan(
         year, init, (h_sites, h_death, u.death, u.fracture, k, by_age_mask))
 
@@ -235,6 +243,26 @@ def tscore(bmd, setup: OutcomeSetup):
     return (bmd - setup.tscore_mean) / setup.tscore_sd
 
 
+def arm_hazards(patient, bmd_entry, t_entry, bv_rel, oc_entry, oc, setup: OutcomeSetup):
+    """Trajectory and annual hazards of one patient under one arm.
+
+    ``bv_rel`` (sites, H) and ``oc`` (sites, H) as from ``simulate_patient`` for that arm.
+    Returns (trajectory, fracture hazards (H, 4), death hazard (H,), T-score at the end).
+    """
+    fn = 0
+    sex = patient.male.astype(jnp.int32)
+    t_end = tscore(bmd_entry * bv_rel[fn], setup)
+    traj = trajectory(patient.age_entry, t_entry, t_end, oc_entry, oc.T, setup.qx.shape[1])
+    h = site_hazards(traj, sex, setup.incidence, setup.norm, setup.fracture)
+    return traj, h, death_hazard(traj, sex, setup.qx), t_end[-1]
+
+
+def prior_at_entry(patient, setup: OutcomeSetup):
+    """Probability of a fracture before entry: the reference population's share at that age."""
+    age = jnp.clip(jnp.floor(patient.age_entry).astype(jnp.int32), 0, setup.qx.shape[1] - 1)
+    return setup.norm.prior_prevalence[patient.male.astype(jnp.int32), age]
+
+
 def patient_outcomes(patient, sim: dict, setup: OutcomeSetup, key):
     """Fracture and death outcomes of one patient in every arm (leading arm axis).
 
@@ -246,20 +274,17 @@ def patient_outcomes(patient, sim: dict, setup: OutcomeSetup, key):
     bmd_entry = patient.peak_fn_bmd * sim["bv_entry"][fn]
     t_entry = tscore(bmd_entry, setup)
     years = sim["bv_rel"].shape[-1]
-    dtype = bmd_entry.dtype
-    u = event_uniforms(jax.random.fold_in(key, EVENT_STREAM), years, dtype)
+    u = event_uniforms(jax.random.fold_in(key, EVENT_STREAM), years, bmd_entry.dtype)
     fp = setup.fracture
-    max_age = setup.qx.shape[1]
+    prior = prior_at_entry(patient, setup)
 
     def one_arm(bv_rel, oc):
-        t_end = tscore(bmd_entry * bv_rel[fn], setup)
-        traj = trajectory(patient.age_entry, t_entry, t_end, sim["oc_entry"], oc.T, max_age)
-        h = site_hazards(traj, sex, setup.incidence, setup.norm, fp)
-        mu = death_hazard(traj, sex, setup.qx)
+        traj, h, mu, t_last = arm_hazards(patient, bmd_entry, t_entry, bv_rel,
+                                          sim["oc_entry"], oc, setup)
         expected = expected_outcomes(h, mu, fp)
         ten = min(10, years)
         out = {
-            "tscore_end": t_end[-1],
+            "tscore_end": t_last,
             "exp_p10_hip": window_probability(h[:, 0], mu, 0, ten),
             "exp_p10_mof": window_probability(h.sum(axis=1), mu, 0, ten),
             "exp_hip_horizon": expected["hip_first"].sum(),
@@ -269,9 +294,39 @@ def patient_outcomes(patient, sim: dict, setup: OutcomeSetup, key):
             start = jnp.ceil(age - patient.age_entry).astype(jnp.int32)
             out[f"exp_p10_hip_age{age:g}"] = window_probability(h[:, 0], mu, start, 10)
             out[f"exp_p10_mof_age{age:g}"] = window_probability(h.sum(axis=1), mu, start, 10)
-        events = sample_events(h, mu, sex, u, fp, traj.age < setup.by_age)
-        out.update(events)
+        out.update(sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior))
         return out
 
     per_arm = jax.vmap(one_arm)(sim["bv_rel"], sim["oc"])
     return {"tscore_entry": t_entry, **per_arm}
+
+
+# FRAX probabilities are for a patient *without* clinical risk factors, whose hazard lies
+# below the population average that incidence tables describe. Population-average multiplier
+# of the FRAX risk factors this model does not simulate (parental hip fracture, current
+# smoking, glucocorticoids, rheumatoid arthritis, alcohol >= 3 units/day, and prior fractures
+# before 50 or outside the four sites): sum of prevalence x (BMD-adjusted RR - 1) as products,
+# with US women 65+ prevalences of about 15 %, 10 %, 3 %, 2 %, 2 % and 6 % and hip RRs of
+# about 2.3, 1.6, 2.25, 1.7, 1.7 and 1.6 (Kanis 2007 Osteoporos Int 18:1033 and the
+# meta-analyses it pools). Assumption, hip 1.40, other sites 1.10.
+UNMODELLED_RISK_FACTORS = (1.40, 1.10, 1.10, 1.10)
+
+
+def frax_style_probability(age, sex: int, t_score, setup: OutcomeSetup, years: int = 10,
+                           no_risk_factors: bool = True):
+    """10-year (``years``) probability of a first hip and a first MOF for a patient of
+    ``age`` and femoral-neck ``t_score`` with average turnover, keeping her or his position
+    in the population (z = T - Tbar(age)) as the years pass, competing with death.
+    Returns (p_hip, p_mof)."""
+    dtype = setup.qx.dtype
+    mid = age + jnp.arange(years, dtype=dtype) + 0.5
+    idx = jnp.clip(jnp.floor(mid).astype(jnp.int32), 0, setup.qx.shape[1] - 1)
+    z = t_score - setup.norm.tbar[sex, jnp.floor(age).astype(jnp.int32)]
+    traj = Trajectory(idx, mid, setup.norm.tbar[sex, idx] + z, jnp.ones((years, 2), dtype))
+    h = site_hazards(traj, sex, setup.incidence, setup.norm, setup.fracture)
+    h = h * setup.norm.turnover_mean[:, sex, idx].T
+    if no_risk_factors:
+        h = h / jnp.asarray(UNMODELLED_RISK_FACTORS, dtype)
+    mu = death_hazard(traj, sex, setup.qx)
+    return (window_probability(h[:, 0], mu, 0, years),
+            window_probability(h.sum(axis=1), mu, 0, years))

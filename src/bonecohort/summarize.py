@@ -1,4 +1,18 @@
-"""Summaries per arm from the per-patient table (lazy polars; never needs the table in memory)."""
+"""Summaries per arm and subgroup from the per-patient table (lazy polars).
+
+Every summary is a group-by aggregation over a ``LazyFrame`` (``pl.scan_parquet`` of the
+per-patient table), so only the columns it needs are read and the whole table is never held
+in memory.
+
+Intervals (95 %):
+* rates per 1000: mean of per-patient counts +/- 1.96 SD / sqrt(n) (normal approximation);
+* paired contrasts vs the reference arm on the same patients (common random numbers):
+  risk difference of "at least one fracture by ``by_age``" = mean of per-patient differences
+  +/- 1.96 SD / sqrt(n); relative risk = p_arm / p_ref with var(log RR) = (b + c) / (n_arm n_ref)
+  for discordant pairs b, c and event counts n_arm, n_ref (Agresti, Categorical Data
+  Analysis, matched pairs); number needed to treat NNT = 1 / (p_ref - p_arm) when the arm
+  prevents fractures (NNH = 1 / (p_arm - p_ref) when it causes them).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +20,18 @@ import polars as pl
 
 REPORT_YEARS = (1, 5, 10, 30)
 OSTEOPOROSIS_T = -2.5  # WHO definition, femoral-neck T-score
+Z = 1.96
+SUBGROUPS = ("all", "sex", "age_band", "tscore_category_entry")
 
 
 def report_years(horizon: int):
     years = [y for y in REPORT_YEARS if y <= horizon]
     return years if horizon in years else years + [horizon]
+
+
+def _ordered(df: pl.DataFrame, arm_order, *more) -> pl.DataFrame:
+    order = pl.DataFrame({"arm": list(arm_order), "_order": list(range(len(arm_order)))})
+    return df.join(order, on="arm").sort("_order", *more).drop("_order")
 
 
 def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame:
@@ -25,13 +46,149 @@ def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame
         (100 * (pl.col("fn_tscore_end") <= OSTEOPOROSIS_T).mean()).alias(
             f"% T<=-2.5 y{horizon}"),
     ]
-    order = pl.DataFrame({"arm": list(arm_order), "_order": list(range(len(arm_order)))})
-    out = patients.group_by("arm", "sex").agg(aggs).collect()
-    return out.join(order, on="arm").sort("_order", "sex").drop("_order")
+    return _ordered(patients.group_by("arm", "sex").agg(aggs).collect(), arm_order, "sex")
+
+
+def _rate(col: str, name: str):
+    """Per 1000 patients with a 95 % interval, from per-patient counts."""
+    m, s, n = pl.col(col).mean(), pl.col(col).std(), pl.len()
+    half = Z * s / n.sqrt()
+    return [(1000 * m).alias(name), (1000 * (m - half)).alias(f"{name}_lo"),
+            (1000 * (m + half)).alias(f"{name}_hi")]
+
+
+def _paired(event: str, label: str):
+    arm, ref = pl.col(f"{event}_any"), pl.col(f"ref_{event}_any")
+    diff = arm.cast(pl.Int8) - ref.cast(pl.Int8)
+    return [
+        arm.sum().alias(f"_{label}_a"), ref.sum().alias(f"_{label}_r"),
+        (arm & ~ref).sum().alias(f"_{label}_b"), (~arm & ref).sum().alias(f"_{label}_c"),
+        diff.mean().alias(f"_{label}_d"), diff.std().alias(f"_{label}_ds"),
+    ]
+
+
+def _contrast(label: str):
+    """RR with its interval, risk difference per 1000 with its interval, NNT / NNH."""
+    a, r = pl.col(f"_{label}_a"), pl.col(f"_{label}_r")
+    b, c = pl.col(f"_{label}_b"), pl.col(f"_{label}_c")
+    d, ds, n = pl.col(f"_{label}_d"), pl.col(f"_{label}_ds"), pl.col("patients")
+    rr = pl.when(r > 0).then(a / r)
+    se = ((b + c) / (a * r)).sqrt()
+    se_d = Z * ds / n.sqrt()
+    return [
+        rr.alias(f"{label}_rr"),
+        pl.when((a > 0) & (r > 0)).then(rr * (-Z * se).exp()).alias(f"{label}_rr_lo"),
+        pl.when((a > 0) & (r > 0)).then(rr * (Z * se).exp()).alias(f"{label}_rr_hi"),
+        (1000 * d).alias(f"{label}_rd_per_1000"),
+        (1000 * (d - se_d)).alias(f"{label}_rd_lo"),
+        (1000 * (d + se_d)).alias(f"{label}_rd_hi"),
+        pl.when(d < 0).then(-1.0 / d).alias(f"{label}_nnt"),
+        pl.when(d > 0).then(1.0 / d).alias(f"{label}_nnh"),
+    ]
+
+
+def outcome_summary(patients: pl.LazyFrame, arm_order) -> pl.DataFrame:
+    """Fractures, deaths and contrasts per arm, overall and by subgroup.
+
+    Columns: subgroup ("all", "sex", "age_band", "tscore_category_entry"), level, arm,
+    patients; per 1000 with _lo/_hi: hip, vertebral, forearm, humerus, mof (over the
+    horizon), hip_by_age, mof_by_age, deaths; life_years (mean); exp_p10_hip_pct /
+    exp_p10_mof_pct (mean expected 10-year probability from entry, %), p10_hip_age{A}_pct /
+    p10_mof_age{A}_pct (from age A, among patients whose simulation covers it); hip_* and
+    mof_* contrasts vs the reference arm (see module docstring).
+    """
+    aggs = [pl.len().alias("patients")]
+    for col, name in (("n_hip", "hip"), ("n_vertebral", "vertebral"), ("n_forearm", "forearm"),
+                      ("n_humerus", "humerus"), ("n_mof", "mof"), ("hip_by_age", "hip_by_age"),
+                      ("mof_by_age", "mof_by_age")):
+        aggs += _rate(col, name)
+    aggs += _rate("died", "deaths")
+    aggs += [pl.col("life_years").mean().alias("life_years"),
+             (100 * pl.col("exp_p10_hip").mean()).alias("exp_p10_hip_pct"),
+             (100 * pl.col("exp_p10_mof").mean()).alias("exp_p10_mof_pct")]
+    for col in patients.collect_schema().names():
+        if col.startswith("exp_p10_") and "_age" in col:  # probabilities from a given age
+            aggs.append((100 * pl.col(col).mean()).alias(f"{col[4:]}_pct"))
+    aggs += _paired("hip", "hip") + _paired("mof", "mof")
+    frames = []
+    for sub in SUBGROUPS:
+        keys = ["arm"] if sub == "all" else ["arm", sub]
+        df = patients.with_columns(pl.col("died").cast(pl.Int8)).group_by(keys).agg(aggs)
+        df = df.with_columns(_contrast("hip") + _contrast("mof")).collect()
+        level = pl.lit("all") if sub == "all" else pl.col(sub).cast(pl.Utf8)
+        df = df.with_columns(pl.lit(sub).alias("subgroup"), level.alias("level"))
+        frames.append(df.select(["subgroup", "level"] + [c for c in df.columns
+                                                          if c not in (sub, "subgroup", "level")
+                                                          and not c.startswith("_")]))
+    out = pl.concat(frames, how="vertical_relaxed")
+    sub_order = pl.DataFrame({"subgroup": list(SUBGROUPS), "_s": list(range(len(SUBGROUPS)))})
+    out = out.join(sub_order, on="subgroup").sort("_s", "level").drop("_s")
+    return _ordered(out, arm_order).sort(
+        pl.col("subgroup").replace_strict({s: i for i, s in enumerate(SUBGROUPS)}), "level",
+        maintain_order=True)
+
+
+def cumulative_incidence(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame:
+    """Share (%) with a first hip / first major osteoporotic fracture, and dead, by the end
+    of each year after entry (sampled events), per arm."""
+    aggs = []
+    for k in range(horizon):
+        aggs += [
+            (100 * (pl.col("first_hip_year") <= k).fill_null(False).mean()).alias(f"hip_{k + 1}"),
+            (100 * (pl.col("first_mof_year") <= k).fill_null(False).mean()).alias(f"mof_{k + 1}"),
+            (100 * (pl.col("death_year") <= k).fill_null(False).mean()).alias(f"dead_{k + 1}"),
+        ]
+    wide = patients.group_by("arm").agg(aggs).collect()
+    rows = []
+    for rec in wide.iter_rows(named=True):
+        for k in range(1, horizon + 1):
+            rows.append({"arm": rec["arm"], "year": k, "hip_pct": rec[f"hip_{k}"],
+                         "mof_pct": rec[f"mof_{k}"], "dead_pct": rec[f"dead_{k}"]})
+    return _ordered(pl.DataFrame(rows), arm_order, "year")
+
+
+def tscore_distribution(patients: pl.LazyFrame, arm_order) -> pl.DataFrame:
+    """Femoral-neck T-score at entry and at the horizon per arm and sex: mean, SD, shares."""
+    frames = []
+    for when, col in (("entry", "fn_tscore_entry"), ("horizon", "fn_tscore_end")):
+        t = pl.col(col)
+        frames.append(patients.group_by("arm", "sex").agg(
+            pl.lit(when).alias("time"), pl.len().alias("patients"),
+            t.mean().alias("mean"), t.std().alias("sd"),
+            t.quantile(0.1).alias("p10"), t.median().alias("median"), t.quantile(0.9).alias("p90"),
+            (100 * (t <= -2.5).mean()).alias("osteoporosis_pct"),
+            (100 * ((t > -2.5) & (t <= -1.0)).mean()).alias("osteopenia_pct"),
+            (100 * (t > -1.0).mean()).alias("normal_pct")).collect())
+    return _ordered(pl.concat(frames), arm_order, "sex", "time")
+
+
+def headline(outcomes: pl.DataFrame, by_age: float) -> pl.DataFrame:
+    """The printed table: overall fracture outcomes per arm."""
+    a = f"{by_age:g}"
+    df = outcomes.filter(pl.col("subgroup") == "all")
+
+    def ci(name, digits=1):
+        return pl.format("{} ({}-{})", *(pl.col(c).round(digits) for c in
+                                          (name, f"{name}_lo", f"{name}_hi")))
+
+    return df.select(
+        "arm", "patients",
+        ci("hip_by_age").alias(f"hip/1000 by {a}"),
+        ci("mof_by_age").alias(f"MOF/1000 by {a}"),
+        pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
+                                  ("hip_rr", "hip_rr_lo", "hip_rr_hi"))).alias("hip RR"),
+        pl.col("hip_nnt").round(0).alias("hip NNT"),
+        pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
+                                  ("mof_rr", "mof_rr_lo", "mof_rr_hi"))).alias("MOF RR"),
+        pl.col("mof_nnt").round(0).alias("MOF NNT"),
+        pl.col("deaths").round(0).alias("deaths/1000"),
+        pl.col("exp_p10_hip_pct").round(2).alias("10y hip %"),
+        pl.col("exp_p10_mof_pct").round(2).alias("10y MOF %"),
+    )
 
 
 def format_summary(summary: pl.DataFrame) -> str:
-    with pl.Config(tbl_rows=50, tbl_cols=50, tbl_width_chars=250, float_precision=2,
+    with pl.Config(tbl_rows=80, tbl_cols=50, tbl_width_chars=250, float_precision=2,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
                    fmt_str_lengths=60):
         return str(summary)
