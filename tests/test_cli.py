@@ -231,3 +231,42 @@ def test_existing_output_is_refused_without_force(tmp_path):
     assert run_cli("run", cfg, "--out", out, "-n", 1000, "--force", "-q").exit_code == 0
     assert not (out / "keep.txt").exists() and (out / "patients.parquet").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unwritable_output_directory_is_a_clean_error(tmp_path):
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(SMALL)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(blocker / "out")])
+    assert res.exit_code == 2 and "cannot create the output directory" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tmp_path,
+                                                                            monkeypatch):
+    import jax.numpy as jnp
+
+    import bonecohort.runner as runner
+
+    real = runner.make_chunk_runner
+
+    def poisoned(*args, **kwargs):
+        run = real(*args, **kwargs)
+
+        def wrapped(ids):
+            patients, out = run(ids)
+            bad = (ids == 3) | (ids == 17)
+            out = {**out, "bv_rel": jnp.where(bad[:, None, None, None], jnp.nan, out["bv_rel"])}
+            return patients, out
+
+        return wrapped
+
+    monkeypatch.setattr(runner, "make_chunk_runner", poisoned)
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(SMALL)
+    res = CliRunner().invoke(main, ["run", str(cfg), "-n", "1000", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 3
+    assert "2 patient(s) produced NaN or inf" in res.output
+    assert '"patient_id": 3.0' in res.output and '"patient_id": 17.0' in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.toml"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -21,6 +22,19 @@ def main():
     """
 
 
+@contextmanager
+def progress_bar(total: int, quiet: bool):
+    """A progress bar on a terminal (patients/s and ETA); None (log lines) otherwise."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label="patients", show_eta=True, file=sys.stderr,
+                           item_show_func=lambda rate: rate) as bar:
+        def update(kept, rate):
+            bar.update(kept - bar.pos, f"{rate:,.0f} patients/s")
+        yield update
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--patients", "-n", type=int, help="Number of patients (overrides the config).")
@@ -36,8 +50,9 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
 
     Writes OUT/patients.parquet (one row per patient and arm), OUT/summary.parquet (BMD),
     OUT/outcomes.parquet (fractures, deaths, RR, NNT per arm and subgroup),
-    OUT/cumulative.parquet, OUT/tscores.parquet and OUT/manifest.json (config, its hash,
-    seed, package versions, devices, wall time).
+    OUT/cumulative.parquet, OUT/tscores.parquet, OUT/manifest.json (config, its hash,
+    seed, package versions, devices, wall time) and OUT/report.html (plots; see
+    `bonecohort report`). A progress bar shows on a terminal unless --quiet.
 
     Example: bonecohort run configs/default.toml --patients 20000 --seed 7 --out runs/try
     """
@@ -47,7 +62,8 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
         out = out or Path("runs") / study.name
         log(f"study '{study.name}': {study.patients:,} patients, {len(study.arms)} arms, "
             f"{study.horizon_years} y horizon, {study.dtype}")
-        results = run_study(study, out, force=force, log=log)
+        with progress_bar(study.patients, quiet) as progress:
+            results = run_study(study, out, force=force, log=log, progress=progress)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -126,3 +142,49 @@ def risk(age, sex, tscore):
     click.echo(f"{sex}, age {age:g}, femoral-neck T-score {tscore:g}: 10-year probability of "
                f"hip fracture {100 * float(hip):.1f} %, of a major osteoporotic fracture "
                f"{100 * float(mof):.1f} %")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def report(run_dir):
+    """Write RUN_DIR/report.html: a self-contained HTML report of a finished run (BMD
+    trajectories, cumulative fracture incidence, T-score distributions, relative risks, the
+    study config and manifest, evidence grades and a caution). `run` writes it too.
+
+    Example: bonecohort report runs/default
+    """
+    from .report import write_report
+
+    missing = [f for f in ("manifest.json", "patients.parquet", "outcomes.parquet",
+                           "cumulative.parquet") if not (run_dir / f).is_file()]
+    if missing:
+        click.echo(f"error: {run_dir}: not a finished run directory (missing "
+                   f"{', '.join(missing)}).", err=True)
+        sys.exit(2)
+    click.echo(f"Report written to {write_report(run_dir)}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table (.parquet or .csv).")
+def compare(runs, out):
+    """One table of fracture outcomes across RUNS (directories of finished runs), which must
+    share population, eligibility, patients and seed (common random numbers make the
+    comparison paired); runs that differ are refused.
+
+    Example: bonecohort compare runs/mht_timing runs/serm_vs_mht
+    """
+    from .compare import CompareError, compare_runs
+
+    try:
+        table = compare_runs(runs)
+        if out is not None:
+            if out.suffix not in (".parquet", ".csv"):
+                raise CompareError(f"{out}: --out must end in .parquet or .csv.")
+            (table.write_parquet if out.suffix == ".parquet" else table.write_csv)(out)
+    except CompareError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(format_summary(table))

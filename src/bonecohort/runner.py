@@ -22,6 +22,7 @@ import polars as pl
 from .cohort import chunk_ids, make_chunk_runner
 from .config import ConfigError, Study
 from .simulate import ModelParams, default_model
+from .report import write_report
 from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
 from .epidemiology import EpidemiologyError, load_tables
 from .fracture_reference import build_norm
@@ -56,9 +57,12 @@ def outcome_setup(study: Study, model: ModelParams) -> OutcomeSetup:
                         by_age=opts.by_age, probability_ages=opts.probability_ages)
 
 
-def simulate_study(study: Study, model: ModelParams | None = None, log=lambda msg: None):
+def simulate_study(study: Study, model: ModelParams | None = None, log=lambda msg: None,
+                   progress=None):
     """Simulate patients of ``study`` until ``study.patients`` meet its eligibility (in id
-    order, so the result does not depend on chunking); return the per-patient DataFrame."""
+    order, so the result does not depend on chunking); return the per-patient DataFrame and
+    the number of patients simulated. ``progress(kept, rate)``, if given, is called after
+    each chunk instead of a log line."""
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
@@ -89,9 +93,15 @@ def simulate_study(study: Study, model: ModelParams | None = None, log=lambda ms
             frames.append(patient_table(patients, outputs, arm_names, rows,
                                         study.reference_arm,
                                         (study.outcomes.tscore_mean, study.outcomes.tscore_sd)))
-        rate = screened / (time.perf_counter() - t0)
-        log(f"simulated {screened:,} patients, {kept:,}/{study.patients:,} eligible "
-            f"({rate:,.0f} patients/s)")
+        elapsed = time.perf_counter() - t0
+        if screened == n_valid:
+            log(f"first chunk compiled and simulated in {elapsed:.1f} s")
+        rate = screened / elapsed
+        if progress is not None:
+            progress(kept, rate)
+        else:
+            log(f"simulated {screened:,} patients, {kept:,}/{study.patients:,} eligible "
+                f"({rate:,.0f} patients/s)")
     if failed:
         shown = "; ".join(json.dumps(p) for p in failed[:10])
         raise SimulationError(
@@ -149,16 +159,17 @@ def publish(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
-def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None):
+def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None,
+              progress=None, model: ModelParams | None = None):
     """Simulate, summarize and write to ``out``: ``patients.parquet`` (one row per patient and
     arm), ``summary.parquet`` (BMD per arm and sex), ``outcomes.parquet`` (fractures, deaths
     and contrasts per arm and subgroup), ``cumulative.parquet`` (cumulative incidence by year),
-    ``tscores.parquet`` (T-score distributions) and ``manifest.json``.
+    ``tscores.parquet`` (T-score distributions), ``manifest.json`` and ``report.html``.
     Returns ``{"summary": ..., "outcomes": ...}`` DataFrames."""
     tmp = prepare_out_dir(out, force)
     try:
         t0 = time.perf_counter()
-        table, _ = simulate_study(study, log=log)
+        table, _ = simulate_study(study, model=model, log=log, progress=progress)
         screened = int(table["patient_id"].max()) + 1
         table.write_parquet(tmp / "patients.parquet")
         del table
@@ -172,9 +183,12 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
         }
         for name, df in results.items():
             df.write_parquet(tmp / f"{name}.parquet")
+        log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
         wall = time.perf_counter() - t0
         (tmp / "manifest.json").write_text(json.dumps(manifest(study, wall, screened),
                                                       indent=2))
+        write_report(tmp)
+        log(f"report written ({time.perf_counter() - t0:.1f} s)")
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""Self-contained HTML report of a finished run (imperative shell: reads parquet, writes HTML).
+
+``write_report(run_dir)`` reads the run's parquet files lazily and writes ``report.html`` with
+inline SVG plots (matplotlib; no external files, scripts or fonts), the study config and
+manifest, the evidence grade of every agent used and a plain-language caution. Every data
+series in a plot is an SVG group whose id starts with ``data-`` so that a browser test can
+check that each plot has data.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("svg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from .agents import AGENTS  # noqa: E402
+from .config import parse_study  # noqa: E402
+
+CAUTION = ("This is a research model, not medical advice. Its hormone-action magnitudes and "
+           "several other parameters are set by hand or fitted to a few published trials; "
+           "results describe simulated populations under stated assumptions and must not "
+           "guide the care of any person.")
+SITES = (("fn", "femoral neck"), ("ls", "lumbar spine"))
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _tag(artist, name):
+    artist.set_gid(f"data-{name}")
+
+
+def bmd_trajectories(patients: pl.LazyFrame, horizon: int, arms) -> str:
+    """Median and interquartile range of % BMD change from entry, by arm and site."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    years = list(range(0, horizon + 1))
+    for ax, (prefix, label) in zip(axes, SITES):
+        cols = [f"{prefix}_pct_y{k}" for k in range(1, horizon + 1)]
+        q = patients.group_by("arm").agg(
+            [pl.col(c).quantile(p).alias(f"{c}_{p}") for c in cols for p in (0.25, 0.5, 0.75)]
+        ).collect()
+        for i, arm in enumerate(arms):
+            row = q.filter(pl.col("arm") == arm).row(0, named=True)
+            lo, med, hi = ([0.0] + [row[f"{c}_{p}"] for c in cols] for p in (0.25, 0.5, 0.75))
+            color = f"C{i % 10}"
+            band = ax.fill_between(years, lo, hi, color=color, alpha=0.2)
+            (line,) = ax.plot(years, med, color=color, label=arm)
+            _tag(line, f"bmd-{prefix}-{i}")
+            _tag(band, f"bmd-iqr-{prefix}-{i}")
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_title(f"{label}: % BMD change (median, IQR)")
+        ax.set_xlabel("years after entry")
+    axes[0].set_ylabel("% BMD change")
+    axes[0].legend(fontsize=7)
+    return _svg(fig)
+
+
+def cumulative_plot(cumulative: pl.DataFrame, arms) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (col, label) in zip(axes, (("hip_pct", "hip fracture"), ("mof_pct", "MOF"))):
+        for i, arm in enumerate(arms):
+            d = cumulative.filter(pl.col("arm") == arm).sort("year")
+            (line,) = ax.step([0] + d["year"].to_list(), [0.0] + d[col].to_list(),
+                              where="post", color=f"C{i % 10}", label=arm)
+            _tag(line, f"cum-{col}-{i}")
+        ax.set_title(f"first {label}: cumulative incidence (%)")
+        ax.set_xlabel("years after entry")
+    axes[0].legend(fontsize=7)
+    return _svg(fig)
+
+
+def tscore_histograms(patients: pl.LazyFrame, arms) -> str:
+    """Femoral-neck T-score distributions at entry (shared by arms) and at the horizon."""
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    width = 0.25
+    binned = []
+    for when, col in (("entry", "fn_tscore_entry"), ("horizon", "fn_tscore_end")):
+        b = patients.group_by("arm", (pl.col(col) / width).floor().alias("bin")).agg(
+            pl.len().alias("n")).collect()
+        binned.append((when, b))
+    first = arms[0]
+    series = [("entry", first, binned[0][1])] + [("horizon", a, binned[1][1]) for a in arms]
+    for j, (when, arm, b) in enumerate(series):
+        d = b.filter(pl.col("arm") == arm).sort("bin")
+        x = (d["bin"] * width).to_list()
+        share = (100 * d["n"] / d["n"].sum()).to_list()
+        label = "all arms at entry" if when == "entry" else f"{arm}, horizon"
+        style = {"color": "0.3", "ls": "--"} if when == "entry" else {"color": f"C{(j - 1) % 10}"}
+        (line,) = ax.step(x, share, where="post", label=label, **style)
+        _tag(line, f"tscore-{j}")
+    for t in (-2.5, -1.0):
+        ax.axvline(t, color="0.7", lw=0.8)
+    ax.set_xlabel("femoral-neck T-score")
+    ax.set_ylabel("% of patients per 0.25 SD")
+    ax.set_title("T-score distribution at entry and at the horizon")
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
+    """Relative risk (first fracture by the study's ``by_age``) vs the reference arm."""
+    d = outcomes.filter((pl.col("subgroup") == "all") & (pl.col("arm") != reference))
+    fig, ax = plt.subplots(figsize=(10, 0.6 + 0.45 * max(2, 2 * d.height)))
+    y = 0
+    labels = []
+    for row in d.iter_rows(named=True):
+        for event, name in (("hip", "hip"), ("mof", "MOF")):
+            rr, lo, hi = row[f"{event}_rr"], row[f"{event}_rr_lo"], row[f"{event}_rr_hi"]
+            if rr is None:
+                continue
+            lo = rr if lo is None else lo
+            hi = rr if hi is None else hi
+            (bar,) = ax.plot([lo, hi], [y, y], color="C0")
+            (dot,) = ax.plot([rr], [y], "o", color="C3" if event == "hip" else "C1")
+            _tag(bar, f"forest-ci-{y}")
+            _tag(dot, f"forest-rr-{y}")
+            labels.append(f"{row['arm']} — {name}")
+            y += 1
+    ax.axvline(1.0, color="0.5", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"relative risk vs '{reference}' (paired 95 % interval)")
+    ax.set_title("first fracture by the study's age limit")
+    return _svg(fig)
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
+    run = Path(run_dir)
+    manifest = json.loads((run / "manifest.json").read_text())
+    study = parse_study(manifest["config"], manifest["config_path"])
+    arms = [a.name for a in study.arms]
+    patients = pl.scan_parquet(run / "patients.parquet")
+    outcomes = pl.read_parquet(run / "outcomes.parquet")
+    cumulative = pl.read_parquet(run / "cumulative.parquet")
+    used = sorted({r.agent for a in study.arms for r in a.regimens})
+    plots = [
+        ("BMD trajectories", bmd_trajectories(patients, study.horizon_years, arms)),
+        ("Cumulative fracture incidence", cumulative_plot(cumulative, arms)),
+        ("T-score distributions", tscore_histograms(patients, arms)),
+        ("Relative risks", forest_plot(outcomes, study.reference_arm)),
+    ]
+    esc = html.escape
+    agent_rows = "".join(
+        f"<tr><td>{esc(n)}</td><td>{esc(AGENTS[n].evidence)}</td>"
+        f"<td>{esc(AGENTS[n].warning)}</td></tr>" for n in used) or \
+        "<tr><td colspan=3>no agents (untreated arms only)</td></tr>"
+    figures = "".join(f'<figure class="plot"><figcaption>{esc(t)}</figcaption>{svg}</figure>'
+                      for t, svg in plots)
+    headline = outcomes.filter(pl.col("subgroup") == "all").select(
+        "arm", "patients", "hip_by_age", "mof_by_age", "hip_rr", "mof_rr", "hip_nnt",
+        "deaths")
+    table = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in headline.columns) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>"
+        for row in headline.iter_rows())
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>bonecohort report: {esc(study.name)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+.caution {{ border: 2px solid #b33; padding: 0.8em; background: #fff4f4; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; }}
+figure {{ margin: 1.5em 0; }} figcaption {{ font-weight: bold; }}
+pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }}
+</style></head><body>
+<h1>Study '{esc(study.name)}'</h1>
+<p>{esc(study.description)}</p>
+<p class="caution"><strong>Caution.</strong> {esc(CAUTION)}</p>
+<p>{study.patients:,} patients, seed {study.seed}, horizon {study.horizon_years} years,
+reference arm '{esc(study.reference_arm)}'. Fractures are sampled with common random numbers;
+counts are per 1000 patients by age {study.outcomes.by_age:g} (or the horizon).</p>
+<table>{table}</table>
+{figures}
+<h2>Agents and evidence</h2>
+<table><tr><th>agent</th><th>evidence grade</th><th>warning</th></tr>{agent_rows}</table>
+<h2>Study config</h2><pre>{esc(manifest["config"])}</pre>
+<h2>Manifest</h2><pre>{esc(json.dumps({k: v for k, v in manifest.items() if k != "config"},
+                                         indent=2))}</pre>
+<script>
+// count the data series drawn in each plot (read by the browser test)
+document.querySelectorAll("figure.plot").forEach(function (f, i) {{
+  var n = 0;
+  f.querySelectorAll("g[id^='data-']").forEach(function (g) {{
+    if (g.querySelector("path, use, rect")) {{ n += 1; }}
+  }});
+  f.setAttribute("data-series", String(n));
+}});
+document.body.setAttribute("data-ready", "yes");
+</script>
+</body></html>
+"""
+    out = run / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "" if v is None else str(v)
