@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/bonecohort run configs/default.toml --out runs/default --force
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

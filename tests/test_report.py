@@ -55,6 +55,12 @@ def test_report_command_rebuilds_and_refuses_non_runs(run_dir, tmp_path):
     assert res.exit_code == 0 and (run_dir / "report.html").is_file()
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "not a finished run directory" in res.output
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "manifest.json").write_text("{")
+    res = CliRunner().invoke(main, ["report", str(broken)])
+    assert res.exit_code == 2 and "cannot build the report" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_compare_one_table_and_refuses_other_seeds(run_dir, tmp_path):

@@ -24,15 +24,30 @@ def main():
 
 @contextmanager
 def progress_bar(total: int, quiet: bool):
-    """A progress bar on a terminal (patients/s and ETA); None (log lines) otherwise."""
+    """A progress bar on a terminal (patients/s and ETA); None (log lines) otherwise. The bar
+    opens at the first finished chunk and closes when all patients are in, so stage log lines
+    print before and after it."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
-    with click.progressbar(length=total, label="patients", show_eta=True, file=sys.stderr,
-                           item_show_func=lambda rate: rate) as bar:
-        def update(kept, rate):
-            bar.update(kept - bar.pos, f"{rate:,.0f} patients/s")
+    state = {}
+
+    def update(kept, rate):
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label="patients", show_eta=True,
+                                             file=sys.stderr, item_show_func=lambda r: r)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(kept - bar.pos, f"{rate:,.0f} patients/s")
+        if kept >= total:
+            bar.__exit__(None, None, None)
+            state["bar"] = None
+
+    try:
         yield update
+    finally:
+        if state.get("bar") is not None:
+            state["bar"].__exit__(None, None, None)
 
 
 @main.command()
@@ -161,7 +176,15 @@ def report(run_dir):
         click.echo(f"error: {run_dir}: not a finished run directory (missing "
                    f"{', '.join(missing)}).", err=True)
         sys.exit(2)
-    click.echo(f"Report written to {write_report(run_dir)}")
+    import polars as pl
+
+    try:
+        path = write_report(run_dir)
+    except (OSError, ValueError, KeyError, ConfigError, pl.exceptions.PolarsError) as exc:
+        click.echo(f"error: {run_dir}: cannot build the report from this run ({exc}).",
+                   err=True)
+        sys.exit(2)
+    click.echo(f"Report written to {path}")
 
 
 @main.command()

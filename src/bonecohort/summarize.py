@@ -162,6 +162,15 @@ def tscore_distribution(patients: pl.LazyFrame, arm_order) -> pl.DataFrame:
     return _ordered(pl.concat(frames), arm_order, "sex", "time")
 
 
+def _nnt(event: str):
+    """NNT when the arm prevents fractures, "NNH n" when it causes them, "-" for none."""
+    nnt, nnh = pl.col(f"{event}_nnt"), pl.col(f"{event}_nnh")
+    return (pl.when(nnt.is_not_null()).then(nnt.round(0).cast(pl.Int64).cast(pl.Utf8))
+            .when(nnh.is_not_null()).then(pl.lit("NNH ") + nnh.round(0).cast(pl.Int64)
+                                          .cast(pl.Utf8))
+            .otherwise(pl.lit("-")))
+
+
 def headline(outcomes: pl.DataFrame, by_age: float) -> pl.DataFrame:
     """The printed table: overall fracture outcomes per arm."""
     a = f"{by_age:g}"
@@ -177,10 +186,10 @@ def headline(outcomes: pl.DataFrame, by_age: float) -> pl.DataFrame:
         ci("mof_by_age").alias(f"MOF/1000 by {a}"),
         pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
                                   ("hip_rr", "hip_rr_lo", "hip_rr_hi"))).alias("hip RR"),
-        pl.col("hip_nnt").round(0).alias("hip NNT"),
+        _nnt("hip").alias("hip NNT"),
         pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
                                   ("mof_rr", "mof_rr_lo", "mof_rr_hi"))).alias("MOF RR"),
-        pl.col("mof_nnt").round(0).alias("MOF NNT"),
+        _nnt("mof").alias("MOF NNT"),
         pl.col("deaths").round(0).alias("deaths/1000"),
         pl.col("exp_p10_hip_pct").round(2).alias("10y hip %"),
         pl.col("exp_p10_mof_pct").round(2).alias("10y MOF %"),
