@@ -37,6 +37,11 @@ name = "estradiol"
 """
 
 
+def read_patients(run_dir):
+    """The per-patient parts of a run as one frame, in a canonical order."""
+    return pl.read_parquet(run_dir / "patients" / "*.parquet").sort("arm", "patient_id")
+
+
 def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -56,7 +61,7 @@ def runs(tmp_path_factory):
 
 def test_run_writes_parquet_manifest_and_summary(runs):
     out, printed = runs["big_chunks"]
-    patients = pl.read_parquet(out / "patients.parquet")
+    patients = read_patients(out)
     assert patients.height == 2 * 12000
     assert set(patients["arm"].unique()) == {"no treatment", "estradiol"}
     assert {"fn_pct_y1", "ls_pct_y5", "fn_tscore_end"} <= set(patients.columns)
@@ -85,14 +90,15 @@ def test_run_writes_parquet_manifest_and_summary(runs):
 
 
 def test_same_seed_gives_identical_parquet(runs):
-    a = (runs["small_chunks"][0] / "patients.parquet").read_bytes()
-    b = (runs["again"][0] / "patients.parquet").read_bytes()
-    assert a == b
+    parts = sorted((runs["small_chunks"][0] / "patients").iterdir())
+    assert len(parts) == 12
+    for part in parts:
+        assert part.read_bytes() == (runs["again"][0] / "patients" / part.name).read_bytes()
 
 
 def test_chunk_size_does_not_change_results(runs):
-    a = pl.read_parquet(runs["big_chunks"][0] / "patients.parquet")
-    b = pl.read_parquet(runs["small_chunks"][0] / "patients.parquet")
+    a = read_patients(runs["big_chunks"][0])
+    b = read_patients(runs["small_chunks"][0])
     assert a.equals(b)
 
 
@@ -103,7 +109,7 @@ def test_other_seed_gives_other_patients(tmp_path):
     for seed in (1, 2):
         out = tmp_path / f"seed{seed}"
         assert run_cli("run", cfg, "-n", 1000, "--seed", seed, "--out", out, "-q").exit_code == 0
-        tables.append(pl.read_parquet(out / "patients.parquet"))
+        tables.append(read_patients(out))
     assert not tables[0]["age_entry"].equals(tables[1]["age_entry"])
 
 
@@ -120,7 +126,7 @@ def test_identical_arms_give_rr_one_and_zero_difference(tmp_path):
         rr = twin[f"{event}_rr"].drop_nulls()
         assert rr.len() > 0 and (rr == 1.0).all()
         assert (twin[f"{event}_rd_per_1000"] == 0.0).all()
-    patients = pl.read_parquet(out / "patients.parquet")
+    patients = read_patients(out)
     a, b = (patients.filter(pl.col("arm") == arm).drop("arm")
             for arm in ("estradiol", "estradiol twin"))
     assert a.equals(b)  # identical arms, identical patients and events
@@ -137,7 +143,7 @@ years_since_menopause_min = 2
 """)
     out = tmp_path / "out"
     assert run_cli("run", cfg, "-n", 500, "--chunk-size", 1000, "--out", out, "-q").exit_code == 0
-    patients = pl.read_parquet(out / "patients.parquet")
+    patients = read_patients(out)
     assert patients.height == 2 * 500
     assert (patients["fn_tscore_entry"] <= -1.5).all()
     assert (patients["years_since_menopause"] >= 2).all()
@@ -229,7 +235,7 @@ def test_existing_output_is_refused_without_force(tmp_path):
     assert res.exit_code == 2 and "--force" in res.output
     assert (out / "keep.txt").read_text() == "mine"
     assert run_cli("run", cfg, "--out", out, "-n", 1000, "--force", "-q").exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "patients.parquet").exists()
+    assert not (out / "keep.txt").exists() and list((out / "patients").glob("*.parquet"))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -270,3 +276,49 @@ def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tm
     assert "2 patient(s) produced NaN or inf" in res.output
     assert '"patient_id": 3.0' in res.output and '"patient_id": 17.0' in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.toml"]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(runs, tmp_path):
+    """Kill a run (SIGKILL) after two chunks; --resume computes only the missing chunks and
+    ends with the outputs of the uninterrupted 'small_chunks' run (same config and options)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "killed"
+    journal = tmp_path / ".killed.partial" / "chunks.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from bonecohort.cli import main; main()", "run", str(cfg),
+         "--chunk-size", "1000", "--out", str(out), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and journal.exists()
+    done = len(journal.read_text().splitlines())
+    assert 2 <= done < 12
+    res = CliRunner().invoke(main, ["run", str(cfg), "--chunk-size", "1000", "--out", str(out),
+                                    "--resume"])
+    assert res.exit_code == 0, res.output
+    assert f"resuming: {done} chunk(s) done" in res.output
+    reference = runs["small_chunks"][0]
+    assert read_patients(out).equals(read_patients(reference))
+    for name in ("summary", "outcomes", "cumulative", "tscores"):
+        assert pl.read_parquet(out / f"{name}.parquet").equals(
+            pl.read_parquet(reference / f"{name}.parquet"))
+    assert not (tmp_path / ".killed.partial").exists()
+    # an interrupted run of another study is not resumed
+    stale = tmp_path / ".other.partial"
+    stale.mkdir()
+    (stale / "run.json").write_text("{}")
+    res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(tmp_path / "other"),
+                                    "--resume"])
+    assert res.exit_code == 2 and "made with another config" in res.output

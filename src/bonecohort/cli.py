@@ -59,11 +59,14 @@ def progress_bar(total: int, quiet: bool):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (default: runs/<study name>).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same study "
+              "and options from its last finished chunk.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
-def run(config, patients, seed, chunk_size, out, force, quiet):
+def run(config, patients, seed, chunk_size, out, force, resume, quiet):
     """Simulate the study in CONFIG and print a summary per arm.
 
-    Writes OUT/patients.parquet (one row per patient and arm), OUT/summary.parquet (BMD),
+    Writes OUT/patients/part-*.parquet (one row per patient and arm, one part per chunk,
+    written as chunks finish), OUT/summary.parquet (BMD),
     OUT/outcomes.parquet (fractures, deaths, RR, NNT per arm and subgroup),
     OUT/cumulative.parquet, OUT/tscores.parquet, OUT/manifest.json (config, its hash,
     seed, package versions, devices, wall time) and OUT/report.html (plots; see
@@ -78,7 +81,8 @@ def run(config, patients, seed, chunk_size, out, force, quiet):
         log(f"study '{study.name}': {study.patients:,} patients, {len(study.arms)} arms, "
             f"{study.horizon_years} y horizon, {study.dtype}")
         with progress_bar(study.patients, quiet) as progress:
-            results = run_study(study, out, force=force, log=log, progress=progress)
+            results = run_study(study, out, force=force, log=log, progress=progress,
+                                resume=resume)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -170,8 +174,10 @@ def report(run_dir):
     """
     from .report import write_report
 
-    missing = [f for f in ("manifest.json", "patients.parquet", "outcomes.parquet",
-                           "cumulative.parquet") if not (run_dir / f).is_file()]
+    missing = [f for f in ("manifest.json", "outcomes.parquet", "cumulative.parquet")
+               if not (run_dir / f).is_file()]
+    if not list((run_dir / "patients").glob("*.parquet")):
+        missing.append("patients/*.parquet")
     if missing:
         click.echo(f"error: {run_dir}: not a finished run directory (missing "
                    f"{', '.join(missing)}).", err=True)

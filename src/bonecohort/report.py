@@ -142,7 +142,7 @@ def write_report(run_dir: Path | str) -> Path:
     manifest = json.loads((run / "manifest.json").read_text())
     study = parse_study(manifest["config"], manifest["config_path"])
     arms = [a.name for a in study.arms]
-    patients = pl.scan_parquet(run / "patients.parquet")
+    patients = pl.scan_parquet(str(run / "patients" / "*.parquet"))
     outcomes = pl.read_parquet(run / "outcomes.parquet")
     cumulative = pl.read_parquet(run / "cumulative.parquet")
     used = sorted({r.agent for a in study.arms for r in a.regimens})

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -21,12 +20,12 @@ import polars as pl
 
 from .cohort import chunk_ids, make_chunk_runner
 from .config import ConfigError, Study
-from .simulate import ModelParams, default_model
-from .report import write_report
-from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
 from .epidemiology import EpidemiologyError, load_tables
 from .fracture_reference import build_norm
 from .outcomes import FractureParams, OutcomeSetup
+from .report import write_report
+from .simulate import ModelParams, default_model
+from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
 from .tables import eligible_rows, nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
@@ -57,12 +56,39 @@ def outcome_setup(study: Study, model: ModelParams) -> OutcomeSetup:
                         by_age=opts.by_age, probability_ages=opts.probability_ages)
 
 
-def simulate_study(study: Study, model: ModelParams | None = None, log=lambda msg: None,
-                   progress=None):
-    """Simulate patients of ``study`` until ``study.patients`` meet its eligibility (in id
-    order, so the result does not depend on chunking); return the per-patient DataFrame and
-    the number of patients simulated. ``progress(kept, rate)``, if given, is called after
-    each chunk instead of a log line."""
+PATIENT_PARTS = "patients"  # folder of per-patient parquet parts in a run directory
+JOURNAL = "chunks.jsonl"  # finished chunks of an unfinished run (for --resume)
+
+
+def patient_parts(run_dir: Path) -> str:
+    """Glob of a run's per-patient parquet parts (``pl.scan_parquet`` reads them as one)."""
+    return str(Path(run_dir) / PATIENT_PARTS / "*.parquet")
+
+
+def _read_journal(work: Path):
+    path = work / JOURNAL
+    if not path.exists():
+        return []
+    chunks = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: that chunk is redone
+        if entry.get("part") and not (work / PATIENT_PARTS / entry["part"]).exists():
+            break
+        chunks.append(entry)
+    return chunks
+
+
+def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
+                   log=lambda msg: None, progress=None) -> int:
+    """Simulate patients of ``study`` until ``study.patients`` meet its eligibility, writing
+    each chunk's rows as a parquet part under ``work/patients/`` as soon as it is done
+    (memory does not grow with N). Patients are taken in id order, so the rows do not depend
+    on chunking. Chunks already recorded in ``work/chunks.jsonl`` (an interrupted run) are
+    skipped. Returns the number of patients simulated. ``progress(kept, rate)``, if given,
+    is called after each chunk instead of a log line."""
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
@@ -73,9 +99,16 @@ def simulate_study(study: Study, model: ModelParams | None = None, log=lambda ms
     arm_names = [a.name for a in study.arms]
     chunk = min(study.chunk_size, study.patients) if study.eligibility.is_open else \
         study.chunk_size
-    frames, failed = [], []
-    kept = screened = 0
-    t0 = time.perf_counter()
+    (work / PATIENT_PARTS).mkdir(parents=True, exist_ok=True)
+    done = _read_journal(work)
+    screened = sum(c["simulated"] for c in done)
+    kept = sum(c["kept"] for c in done)
+    if done:
+        log(f"resuming: {len(done)} chunk(s) done, {kept:,} eligible patients kept")
+    journal = (work / JOURNAL).open("w")  # keep only the entries that were read back
+    journal.writelines(json.dumps(c) + "\n" for c in done)
+    failed = []
+    t0, start_screened = time.perf_counter(), screened
     while kept < study.patients:
         if screened >= MAX_SCREENED_PER_PATIENT * study.patients + chunk:
             raise EligibilityError(
@@ -86,33 +119,40 @@ def simulate_study(study: Study, model: ModelParams | None = None, log=lambda ms
         patients, outputs = runner(chunk_ids(screened, screened + n_valid, chunk))
         rows = eligible_rows(patients, outputs, n_valid, study.eligibility)
         rows = rows[:study.patients - kept]
-        screened += n_valid
-        kept += len(rows)
+        part = ""
         if len(rows):
             failed += nonfinite_patients(patients, outputs, rows)
-            frames.append(patient_table(patients, outputs, arm_names, rows,
-                                        study.reference_arm,
-                                        (study.outcomes.tscore_mean, study.outcomes.tscore_sd)))
+            table = patient_table(patients, outputs, arm_names, rows, study.reference_arm,
+                                  (study.outcomes.tscore_mean, study.outcomes.tscore_sd))
+            part = f"part-{screened:012d}.parquet"
+            tmp = work / PATIENT_PARTS / f".{part}.tmp"
+            table.write_parquet(tmp)
+            os.replace(tmp, work / PATIENT_PARTS / part)
+        journal.write(json.dumps({"start": screened, "simulated": n_valid, "kept": len(rows),
+                                  "part": part}) + "\n")
+        journal.flush()
+        screened += n_valid
+        kept += len(rows)
         elapsed = time.perf_counter() - t0
-        if screened == n_valid:
+        if screened - start_screened == n_valid:
             log(f"first chunk compiled and simulated in {elapsed:.1f} s")
-        rate = screened / elapsed
+        rate = (screened - start_screened) / elapsed
         if progress is not None:
             progress(kept, rate)
         else:
             log(f"simulated {screened:,} patients, {kept:,}/{study.patients:,} eligible "
                 f"({rate:,.0f} patients/s)")
+    journal.close()
     if failed:
         shown = "; ".join(json.dumps(p) for p in failed[:10])
         raise SimulationError(
             f"{len(failed)} patient(s) produced NaN or inf; no results were written. "
             f"First ones (patient draws): {shown}")
-    table = pl.concat(frames)
-    order = {name: i for i, name in enumerate(arm_names)}
-    return table.sort(pl.col("arm").replace_strict(order), "patient_id"), screened
+    return screened
 
 
 def manifest(study: Study, wall_s: float, screened: int) -> dict:
+    """Provenance of a run (``screened``: patients simulated to fill eligibility)."""
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -139,15 +179,40 @@ def manifest(study: Study, wall_s: float, screened: int) -> dict:
     }
 
 
-def prepare_out_dir(out: Path, force: bool) -> Path:
-    """Check that ``out`` may be written; return a fresh temporary directory beside it."""
+def work_dir(out: Path) -> Path:
+    """Where an unfinished run lives until it is complete: beside ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+RESUME_KEYS = ("config_sha256", "seed", "patients", "chunk_size", "dtype")
+
+
+def prepare_out_dir(study: Study, out: Path, force: bool, resume: bool = False) -> Path:
+    """Check that ``out`` may be written; return the work directory beside it (kept from an
+    interrupted run with ``resume``, else fresh)."""
     if out.exists() and not force:
         raise ConfigError(f"{out}: output directory exists; choose another --out or pass "
                           "--force to replace it.")
-    parent = out.parent if str(out.parent) else Path(".")
+    work = work_dir(out)
+    identity = {k: v for k, v in manifest(study, 0.0, 0).items() if k in RESUME_KEYS}
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if work.exists() and resume:
+            try:
+                before = json.loads((work / "run.json").read_text())
+            except (OSError, ValueError):
+                before = None
+            if before != identity:
+                raise ConfigError(
+                    f"{out}: --resume: the interrupted run in {work} was made with another "
+                    f"config, seed, patient count, chunk size or dtype ({before}); run "
+                    "without --resume to start again.")
+            return work
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir()
+        (work / "run.json").write_text(json.dumps(identity))
+        return work
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
 
@@ -160,20 +225,22 @@ def publish(tmp: Path, out: Path):
 
 
 def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None,
-              progress=None, model: ModelParams | None = None):
-    """Simulate, summarize and write to ``out``: ``patients.parquet`` (one row per patient and
-    arm), ``summary.parquet`` (BMD per arm and sex), ``outcomes.parquet`` (fractures, deaths
-    and contrasts per arm and subgroup), ``cumulative.parquet`` (cumulative incidence by year),
-    ``tscores.parquet`` (T-score distributions), ``manifest.json`` and ``report.html``.
-    Returns ``{"summary": ..., "outcomes": ...}`` DataFrames."""
-    tmp = prepare_out_dir(out, force)
+              progress=None, model: ModelParams | None = None, resume: bool = False):
+    """Simulate, summarize and write to ``out``: ``patients/part-*.parquet`` (one row per
+    patient and arm, one part per chunk; read them with ``pl.scan_parquet(out /
+    "patients/*.parquet")``), ``summary.parquet`` (BMD per arm and sex),
+    ``outcomes.parquet`` (fractures, deaths and contrasts per arm and subgroup),
+    ``cumulative.parquet`` (cumulative incidence by year), ``tscores.parquet`` (T-score
+    distributions), ``manifest.json`` and ``report.html``.
+
+    Work happens in a directory beside ``out`` renamed into place when complete. A run that
+    was killed keeps it; ``resume`` continues from the last finished chunk. Any error removes
+    it, so nothing half-written is left. Returns ``{"summary": ..., "outcomes": ...}``."""
+    work = prepare_out_dir(study, out, force, resume)
     try:
         t0 = time.perf_counter()
-        table, _ = simulate_study(study, model=model, log=log, progress=progress)
-        screened = int(table["patient_id"].max()) + 1
-        table.write_parquet(tmp / "patients.parquet")
-        del table
-        lazy = pl.scan_parquet(tmp / "patients.parquet")
+        screened = simulate_study(study, work, model=model, log=log, progress=progress)
+        lazy = pl.scan_parquet(patient_parts(work))
         arms = [a.name for a in study.arms]
         results = {
             "summary": arm_summary(lazy, study.horizon_years, arms),
@@ -182,15 +249,17 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
             "tscores": tscore_distribution(lazy, arms),
         }
         for name, df in results.items():
-            df.write_parquet(tmp / f"{name}.parquet")
+            df.write_parquet(work / f"{name}.parquet")
         log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
         wall = time.perf_counter() - t0
-        (tmp / "manifest.json").write_text(json.dumps(manifest(study, wall, screened),
+        (work / "manifest.json").write_text(json.dumps(manifest(study, wall, screened),
                                                       indent=2))
-        write_report(tmp)
+        write_report(work)
         log(f"report written ({time.perf_counter() - t0:.1f} s)")
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for name in (JOURNAL, "run.json"):
+            (work / name).unlink()
+        publish(work, out)
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)
         raise
     return results
