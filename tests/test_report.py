@@ -87,3 +87,27 @@ def test_quiet_run_prints_only_results(run_dir, tmp_path):
     assert "first chunk compiled" not in res.output and "Study 'small'" in res.output
     res = CliRunner().invoke(main, ["run", str(cfg), "-n", "1000", "--out", str(tmp_path / "p")])
     assert "first chunk compiled" in res.output and "report written" in res.output
+
+
+def test_agents_lists_every_agent_with_evidence_and_sources():
+    from bonecohort.agents import AGENTS
+
+    res = CliRunner().invoke(main, ["agents", "--sources"])
+    assert res.exit_code == 0
+    for name, agent in AGENTS.items():
+        assert f"{name}  [{agent.kind}]" in res.output
+        for route in agent.routes.values():
+            assert route.dose_unit in res.output
+    assert res.output.count("evidence:") == len(AGENTS)
+    assert res.output.count("WARNING:") == 2  # the two GH secretagogues
+
+
+def test_risk_command_rises_with_age(run_dir):
+    values = []
+    for age in ("55", "75"):
+        res = CliRunner().invoke(main, ["risk", "--age", age, "--tscore", "-2.5"])
+        assert res.exit_code == 0, res.output
+        values.append(float(res.output.split("hip fracture ")[1].split(" %")[0]))
+    assert values[1] > values[0] > 0.0
+    res = CliRunner().invoke(main, ["risk", "--age", "20", "--tscore", "-2.5"])
+    assert res.exit_code == 2 and "Traceback" not in res.output

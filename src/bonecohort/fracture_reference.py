@@ -60,8 +60,9 @@ def _simulate_reference(model: ModelParams, tscore_ref):
 
 def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
                tscore_ref=(0.858, 0.120)) -> Norm:
-    key = (repr(jax.tree.map(lambda v: np.asarray(v).tolist(), model)), repr(fp),
-           tscore_ref, id(epi))
+    from .cohort import fingerprint
+
+    key = (fingerprint(model), fingerprint(epi), repr(fp), tuple(tscore_ref))
     if key in _CACHE:
         return _CACHE[key]
     male, tscore, oc = _simulate_reference(model, tscore_ref)
