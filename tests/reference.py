@@ -15,7 +15,6 @@ from bonecohort.cohort import cast_tree
 from bonecohort.exposure import StepInputs
 from bonecohort.model.cells import steady_state
 from bonecohort.model.site import DAYS_PER_YEAR
-from bonecohort.population import Patient
 from bonecohort.protocol import step_inputs
 from bonecohort.simulate import site_rhs, step_edges
 

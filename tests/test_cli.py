@@ -1,7 +1,6 @@
 """End-to-end runs through the CLI: outputs, determinism, chunking, and clean errors."""
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest

@@ -8,7 +8,6 @@ one-paragraph message naming the file, no traceback, and nothing written.
 
 import string
 
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

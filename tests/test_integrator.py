@@ -1,6 +1,5 @@
 """The fixed-step Rosenbrock integrator against scipy Radau on random patients."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ name = "none"
 
 @pytest.fixture(scope="module")
 def setup():
-    return outcome_setup(STUDY, default_model())
+    return outcome_setup(STUDY.outcomes, default_model())
 
 
 def expected_hip_incidence(setup, male_fraction, n=3000, seed=21):
@@ -44,7 +44,7 @@ def expected_hip_incidence(setup, male_fraction, n=3000, seed=21):
     def one(p, bv_entry, bv_rel, oc_entry, oc):
         p = jax.tree.map(lambda v: v.astype(jnp.float64) if v.dtype == jnp.float32 else v, p)
         bmd = p.peak_fn_bmd * bv_entry[0]
-        traj, h, mu, _ = arm_hazards(p, bmd, tscore(bmd, s64), bv_rel, oc_entry, oc, s64)
+        traj, h, mu = arm_hazards(p, bmd, tscore(bmd, s64), bv_rel, oc_entry, oc, s64)
         e = expected_outcomes(h, mu, s64.fracture, prior_at_entry(p, s64))
         return traj.age_index, e["hip_events"], e["alive"]
 
@@ -101,7 +101,7 @@ def test_hip_probability_of_65_year_old_woman_near_frax():
     """US FRAX (Caucasian), woman of 65 with no clinical risk factor and femoral-neck T-score
     -2.3: 10-year probability of hip fracture 2.2 %, of a major osteoporotic fracture 10 %
     (Endotext, Osteoporosis: clinical evaluation, Figure 6, FRAX online for US Caucasians)."""
-    setup = cast_tree(outcome_setup(STUDY, default_model())._replace(probability_ages=()),
+    setup = cast_tree(outcome_setup(STUDY.outcomes, default_model())._replace(probability_ages=()),
                       jnp.float64)
     hip, mof = (float(x) for x in frax_style_probability(65.0, 0, -2.3, setup))
     assert 2.2 / 1.5 < 100 * hip < 2.2 * 1.5

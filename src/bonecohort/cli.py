@@ -148,15 +148,13 @@ def risk(age, sex, tscore):
     import jax.numpy as jnp
 
     from .cohort import cast_tree
-    from .config import parse_study
+    from .config import OutcomeOptions
     from .outcomes import frax_style_probability
     from .runner import outcome_setup
     from .simulate import default_model
 
-    study = parse_study("[study]\n[population]\nage_min = 50\nage_max = 50\n"
-                        "[[arms]]\nname = \"none\"\n", "risk")
-    setup = cast_tree(outcome_setup(study, default_model())._replace(probability_ages=()),
-                      jnp.float64)
+    setup = cast_tree(outcome_setup(OutcomeOptions(), default_model())._replace(
+        probability_ages=()), jnp.float64)
     hip, mof = frax_style_probability(age, int(sex == "male"), tscore, setup)
     click.echo(f"{sex}, age {age:g}, femoral-neck T-score {tscore:g}: 10-year probability of "
                f"hip fracture {100 * float(hip):.1f} %, of a major osteoporotic fracture "

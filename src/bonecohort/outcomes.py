@@ -46,7 +46,6 @@ import jax
 import jax.numpy as jnp
 
 N_SITES = 4  # hip, clinical vertebral, forearm, humerus
-MOF = "any of the four sites"
 TURNOVER_SITE = (0, 1, 0, 0)  # BMD-model site (0 femoral neck, 1 lumbar spine) per fracture site
 
 
@@ -122,13 +121,17 @@ def death_hazard(traj: Trajectory, sex, qx):
     return -jnp.log1p(-qx[sex, traj.age_index])
 
 
+def survival_to_year_start(h):
+    """exp(-sum of ``h`` over the years before k): surviving hazard ``h`` to the start of
+    each year, (H,)."""
+    return jnp.exp(-jnp.concatenate([jnp.zeros((1,), h.dtype), jnp.cumsum(h)[:-1]]))
+
+
 def first_event_probability(h_event, h_death):
     """Probability that the first event happens in each year, competing with death, (H,)."""
     total = h_event + h_death
-    free = jnp.exp(-jnp.cumsum(total))
-    before = jnp.concatenate([jnp.ones((1,), total.dtype), free[:-1]])
     share = jnp.where(total > 0, h_event / jnp.where(total > 0, total, 1.0), 0.0)
-    return before * (1.0 - jnp.exp(-total)) * share
+    return survival_to_year_start(total) * (1.0 - jnp.exp(-total)) * share
 
 
 def expected_outcomes(h_sites, h_death, fp: FractureParams, prior_at_entry=0.0):
@@ -142,9 +145,8 @@ def expected_outcomes(h_sites, h_death, fp: FractureParams, prior_at_entry=0.0):
     """
     h_mof = h_sites.sum(axis=1)
     mof_first = first_event_probability(h_mof, h_death)
-    alive = jnp.exp(-jnp.concatenate([jnp.zeros((1,), h_death.dtype), jnp.cumsum(h_death)[:-1]]))
-    no_fx = (1.0 - prior_at_entry) * jnp.exp(
-        -jnp.concatenate([jnp.zeros((1,), h_mof.dtype), jnp.cumsum(h_mof)[:-1]]))
+    alive = survival_to_year_start(h_death)
+    no_fx = (1.0 - prior_at_entry) * survival_to_year_start(h_mof)
     hip_events = alive * h_sites[:, 0] * (no_fx + fp.prior_rr * (1.0 - no_fx))
     return {"hip_first": first_event_probability(h_sites[:, 0], h_death),
             "mof_first": mof_first, "alive": alive, "hip_events": hip_events}
@@ -156,13 +158,9 @@ def window_probability(h_event, h_death, start, years: int):
     H = h_event.shape[0]
     k = jnp.arange(H)
     inside = (k >= start) & (k < start + years)
-    total = jnp.where(inside, h_event + h_death, 0.0)
-    free = jnp.exp(-jnp.cumsum(total))
-    before = jnp.concatenate([jnp.ones((1,), total.dtype), free[:-1]])
-    share = jnp.where(total > 0, h_event / jnp.where(total > 0, total, 1.0), 0.0)
-    valid = (start >= 0) & (start + years <= H)
-    p = jnp.sum(before * (1.0 - jnp.exp(-total)) * share)
-    return jnp.where(valid, p, jnp.nan)
+    p = first_event_probability(jnp.where(inside, h_event, 0.0),
+                                jnp.where(inside, h_death, 0.0)).sum()
+    return jnp.where((start >= 0) & (start + years <= H), p, jnp.nan)
 
 
 class Uniforms(NamedTuple):
@@ -195,7 +193,7 @@ def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age
 
     def year(state, inputs):
         alive, prior, years_since_hip = state
-        h, mu, ud, uf, k, counted = inputs
+        h, mu, ud, uf, counted = inputs
         mult = jnp.where(years_since_hip == 1, rr_first,
                          jnp.where(years_since_hip > 1, rr_later, 1.0))
         dies = alive & (ud < 1.0 - jnp.exp(-mu * mult))
@@ -208,11 +206,9 @@ def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age
         out = (fx, fx & counted, dies, jnp.where(alive, exposure, 0.0))
         return (alive & ~dies, prior | fx.any(), since), out
 
-    years = h_sites.shape[0]
-    k = jnp.arange(years)
     init = (jnp.asarray(True), u.prior < prior_at_entry, jnp.asarray(0))
     _, (fx, fx_by_age, dies, exposed) = jax.lax.scan(
-        year, init, (h_sites, h_death, u.death, u.fracture, k, by_age_mask))
+        year, init, (h_sites, h_death, u.death, u.fracture, by_age_mask))
 
     def first(flags):
         return jnp.where(flags.any(), jnp.argmax(flags), -1)
@@ -247,14 +243,14 @@ def arm_hazards(patient, bmd_entry, t_entry, bv_rel, oc_entry, oc, setup: Outcom
     """Trajectory and annual hazards of one patient under one arm.
 
     ``bv_rel`` (sites, H) and ``oc`` (sites, H) as from ``simulate_patient`` for that arm.
-    Returns (trajectory, fracture hazards (H, 4), death hazard (H,), T-score at the end).
+    Returns (trajectory, fracture hazards (H, 4), death hazard (H,)).
     """
     fn = 0
     sex = patient.male.astype(jnp.int32)
     t_end = tscore(bmd_entry * bv_rel[fn], setup)
     traj = trajectory(patient.age_entry, t_entry, t_end, oc_entry, oc.T, setup.qx.shape[1])
     h = site_hazards(traj, sex, setup.incidence, setup.norm, setup.fracture)
-    return traj, h, death_hazard(traj, sex, setup.qx), t_end[-1]
+    return traj, h, death_hazard(traj, sex, setup.qx)
 
 
 def prior_at_entry(patient, setup: OutcomeSetup):
@@ -279,21 +275,21 @@ def patient_outcomes(patient, sim: dict, setup: OutcomeSetup, key):
     prior = prior_at_entry(patient, setup)
 
     def one_arm(bv_rel, oc):
-        traj, h, mu, t_last = arm_hazards(patient, bmd_entry, t_entry, bv_rel,
-                                          sim["oc_entry"], oc, setup)
+        traj, h, mu = arm_hazards(patient, bmd_entry, t_entry, bv_rel, sim["oc_entry"], oc,
+                                  setup)
+        h_mof = h.sum(axis=1)
         expected = expected_outcomes(h, mu, fp)
         ten = min(10, years)
         out = {
-            "tscore_end": t_last,
             "exp_p10_hip": window_probability(h[:, 0], mu, 0, ten),
-            "exp_p10_mof": window_probability(h.sum(axis=1), mu, 0, ten),
+            "exp_p10_mof": window_probability(h_mof, mu, 0, ten),
             "exp_hip_horizon": expected["hip_first"].sum(),
             "exp_mof_horizon": expected["mof_first"].sum(),
         }
         for age in setup.probability_ages:
             start = jnp.ceil(age - patient.age_entry).astype(jnp.int32)
             out[f"exp_p10_hip_age{age:g}"] = window_probability(h[:, 0], mu, start, 10)
-            out[f"exp_p10_mof_age{age:g}"] = window_probability(h.sum(axis=1), mu, start, 10)
+            out[f"exp_p10_mof_age{age:g}"] = window_probability(h_mof, mu, start, 10)
         out.update(sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior))
         return out
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import polars as pl
 
 from .cohort import chunk_ids, make_chunk_runner
-from .config import ConfigError, Study
+from .config import ConfigError, OutcomeOptions, Study
 from .epidemiology import EpidemiologyError, load_tables
 from .fracture_reference import build_norm
 from .outcomes import FractureParams, OutcomeSetup
@@ -42,13 +42,13 @@ class EligibilityError(ConfigError):
 MAX_SCREENED_PER_PATIENT = 50  # give up if fewer than 1 in 50 simulated patients is eligible
 
 
-def outcome_setup(study: Study, model: ModelParams) -> OutcomeSetup:
-    """Tables, the fracture-hazard reference population and constants for ``study``."""
-    opts = study.outcomes
+def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
+    """Tables, the fracture-hazard reference population and constants for a study's
+    [outcomes] options (``where``: the config file, for error messages)."""
     try:
         epi = load_tables(opts.tables) if opts.tables else load_tables()
     except EpidemiologyError as exc:
-        raise ConfigError(f"{study.path}: [outcomes] tables: {exc}") from None
+        raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
     fracture = FractureParams()
     norm = build_norm(model, epi, fracture, (opts.tscore_mean, opts.tscore_sd))
     return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=fracture,
@@ -92,7 +92,7 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
-    setup = outcome_setup(study, model)
+    setup = outcome_setup(study.outcomes, model, study.path)
     log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
     runner = make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
                                dtype, setup)
@@ -116,14 +116,17 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
                 f"({100 * kept / screened:.2f} %) are eligible; the study needs "
                 f"{study.patients:,}. Widen [eligibility] or [population].")
         n_valid = min(chunk, study.patients - screened) if study.eligibility.is_open else chunk
-        patients, outputs = runner(chunk_ids(screened, screened + n_valid, chunk))
-        rows = eligible_rows(patients, outputs, n_valid, study.eligibility)
+        # one transfer to the host per chunk; everything below works on numpy arrays
+        patients, outputs = jax.device_get(runner(chunk_ids(screened, screened + n_valid,
+                                                             chunk)))
+        tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
+        rows = eligible_rows(patients, outputs, n_valid, study.eligibility, tscore_ref)
         rows = rows[:study.patients - kept]
         part = ""
         if len(rows):
             failed += nonfinite_patients(patients, outputs, rows)
             table = patient_table(patients, outputs, arm_names, rows, study.reference_arm,
-                                  (study.outcomes.tscore_mean, study.outcomes.tscore_sd))
+                                  tscore_ref)
             part = f"part-{screened:012d}.parquet"
             tmp = work / PATIENT_PARTS / f".{part}.tmp"
             table.write_parquet(tmp)

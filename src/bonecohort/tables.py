@@ -60,15 +60,26 @@ def _year_or_null(v):
 
 
 def host_arrays(patients, outputs, rows):
-    """Patient fields and outputs of the selected ``rows`` of a chunk, as numpy arrays."""
+    """Patient fields and outputs of the selected ``rows`` of a chunk (already fetched to the
+    host once per chunk by the caller), as numpy arrays."""
     p = {k: np.asarray(v)[rows] for k, v in patients._asdict().items() if k != "persistence_u"}
     out = {k: np.asarray(v)[rows] for k, v in outputs.items()}
     return p, out
 
 
-def eligible_rows(patients, outputs, n_valid: int, eligibility) -> np.ndarray:
+def fn_bmd_and_tscore_entry(p, out, tscore_ref):
+    """Femoral-neck BMD (g/cm2) and T-score at entry, computed on the host so that they do
+    not depend on how XLA vectorized the chunk."""
+    fn = SITE_NAMES.index("femoral_neck")
+    bmd = p["peak_fn_bmd"] * out["bv_entry"][:, fn]
+    return bmd, (bmd - tscore_ref[0]) / tscore_ref[1]
+
+
+def eligible_rows(patients, outputs, n_valid: int, eligibility,
+                  tscore_ref=(0.858, 0.120)) -> np.ndarray:
     """Indices (among the first ``n_valid``) of patients meeting ``eligibility`` at entry."""
     p, out = host_arrays(patients, outputs, slice(0, n_valid))
+    _, t_entry = fn_bmd_and_tscore_entry(p, out, tscore_ref)
     male = p["male"] == 1.0
     since = p["age_entry"] - np.minimum(p["fmp_age"], p["surgery_age"])
     ok = np.ones(n_valid, bool)
@@ -76,7 +87,7 @@ def eligible_rows(patients, outputs, n_valid: int, eligibility) -> np.ndarray:
     if np.isfinite(lo) or np.isfinite(hi):
         ok &= ~male & (since >= lo) & (since <= hi)
     lo, hi = eligibility.tscore
-    ok &= (out["tscore_entry"] >= lo) & (out["tscore_entry"] <= hi)
+    ok &= (t_entry >= lo) & (t_entry <= hi)
     lo, hi = eligibility.testosterone
     ok &= (out["t_entry"] >= lo) & (out["t_entry"] <= hi)
     if eligibility.uterus != "any":
@@ -91,7 +102,7 @@ def patient_table(patients, outputs, arm_names, rows, reference_arm: str,
     n = len(rows)
     male = p["male"] == 1.0
     fn = SITE_NAMES.index("femoral_neck")
-    fn_entry = p["peak_fn_bmd"] * out["bv_entry"][:, fn]
+    fn_entry, t_entry = fn_bmd_and_tscore_entry(p, out, tscore_ref)
     ref = arm_names.index(reference_arm)
     by_age = out["fractures_by_age"]  # (n, arms, 4)
     menopause = np.minimum(p["fmp_age"], p["surgery_age"])
@@ -111,14 +122,13 @@ def patient_table(patients, outputs, arm_names, rows, reference_arm: str,
         "t_entry": out["t_entry"],
         "peak_fn_bmd": p["peak_fn_bmd"],
         "fn_bmd_entry": fn_entry,
-        "fn_tscore_entry": (fn_entry - tscore_ref[0]) / tscore_ref[1],
-        "tscore_category_entry": tscore_category(out["tscore_entry"]),
+        "fn_tscore_entry": t_entry,
+        "tscore_category_entry": tscore_category(t_entry),
     }
     frames = []
     for a, arm in enumerate(arm_names):
         cols = {"patient_id": common["patient_id"], "arm": np.full(n, arm, dtype=object)}
         cols.update({k: v for k, v in common.items() if k != "patient_id"})
-        # from the stored BMD (host arithmetic: identical whatever the chunk size)
         cols["fn_tscore_end"] = (fn_entry * out["bv_rel"][:, a, fn, -1] - tscore_ref[0]) \
             / tscore_ref[1]
         for s, site in enumerate(SITE_NAMES):
