@@ -13,7 +13,7 @@ from bonecohort.outcomes import (arm_hazards, expected_outcomes, frax_style_prob
                                  prior_at_entry, tscore)
 from bonecohort.population import PopulationSpec
 from bonecohort.protocol import Arm
-from bonecohort.runner import outcome_setup
+from bonecohort.fracture_reference import outcome_setup
 from bonecohort.simulate import Grid, default_model
 
 STUDY = parse_study("""

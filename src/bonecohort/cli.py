@@ -9,8 +9,6 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, load_study
-from .runner import SimulationError, run_study
-from .summarize import agent_notes, format_summary, headline
 
 
 @click.group()
@@ -74,6 +72,9 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet):
 
     Example: bonecohort run configs/default.toml --patients 20000 --seed 7 --out runs/try
     """
+    from .runner import SimulationError, run_study
+    from .summarize import agent_notes, format_summary, headline
+
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
         study = load_study(config).with_overrides(patients, seed, chunk_size)
@@ -150,7 +151,7 @@ def risk(age, sex, tscore):
     from .cohort import cast_tree
     from .config import OutcomeOptions
     from .outcomes import frax_style_probability
-    from .runner import outcome_setup
+    from .fracture_reference import outcome_setup
     from .simulate import default_model
 
     setup = cast_tree(outcome_setup(OutcomeOptions(), default_model())._replace(
@@ -204,6 +205,7 @@ def compare(runs, out):
     Example: bonecohort compare runs/mht_timing runs/serm_vs_mht
     """
     from .compare import CompareError, compare_runs
+    from .summarize import format_summary
 
     try:
         table = compare_runs(runs)
@@ -215,3 +217,55 @@ def compare(runs, out):
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(format_summary(table))
+
+
+def _sizes(ctx, param, value):
+    try:
+        return tuple(int(float(v)) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give sizes like 1e4,1e5,1e6") from None
+
+
+@main.command()
+@click.option("--sizes", default="1e4,1e5,1e6", callback=_sizes, show_default=True,
+              help="Cohort sizes N for the full-model workload.")
+@click.option("--large", is_flag=True, help="Also N = 1e7.")
+@click.option("--dtypes", default="float32,float64", show_default=True)
+@click.option("--chunk", default=100_000, show_default=True, help="Patients per chunk.")
+@click.option("--natural-n", default=10_000, show_default=True,
+              help="Patients for this engine on the one-site and core workloads.")
+@click.option("--diffrax-n", default=64, show_default=True,
+              help="Patients for each diffrax solver (vmapped).")
+@click.option("--scipy-n", default=16, show_default=True,
+              help="Patients solved one at a time by scipy LSODA and by bone_models.")
+@click.option("--no-peers", is_flag=True, help="Skip diffrax, scipy and bone_models.")
+@click.option("--out", default="benchmarks/results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the JSON result.")
+def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, out):
+    """Measure patient-years per second and peak memory of the full default model at several
+    cohort sizes and dtypes, and, on the same workloads, diffrax (Tsit5, Kvaerno5), scipy
+    LSODA and the bone_models Pivonka model, each with its error against a float64 Radau
+    reference. Prints a table of speed-ups and writes JSON with device information to OUT.
+    Peers need the 'bench' extra: pip install -e '.[bench]'.
+
+    Example: bonecohort bench --sizes 1e4,1e5 --dtypes float32
+    """
+    from .bench import BenchOptions, format_result, run_bench, write_result
+
+    names = tuple(d.strip() for d in dtypes.split(",") if d.strip())
+    bad = [d for d in names if d not in ("float32", "float64")]
+    if bad or not names:
+        click.echo(f"error: --dtypes {dtypes!r}: use float32 and/or float64.", err=True)
+        sys.exit(2)
+    opts = BenchOptions(sizes=sizes + ((10_000_000,) if large else ()), dtypes=names,
+                        chunk=chunk, peers=not no_peers, natural_n=natural_n,
+                        diffrax_n=diffrax_n, scipy_n=scipy_n)
+    try:
+        result = run_bench(opts, log=lambda m: click.echo(m, err=True))
+    except ImportError as exc:
+        click.echo(f"error: a peer solver is not installed ({exc}); install the bench extra "
+                   "(pip install -e '.[bench]') or pass --no-peers.", err=True)
+        sys.exit(2)
+    click.echo(format_result(result))
+    click.echo(f"written: {write_result(result, out)}")

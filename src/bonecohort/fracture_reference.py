@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .epidemiology import MAX_AGE, EpiTables
-from .outcomes import FractureParams, Norm, relative_hazards
+from .config import ConfigError, OutcomeOptions
+from .epidemiology import MAX_AGE, EpidemiologyError, EpiTables, load_tables
+from .outcomes import FractureParams, Norm, OutcomeSetup, relative_hazards
 from .population import PopulationSpec
 from .protocol import Arm
 from .simulate import Grid, ModelParams
@@ -96,3 +97,17 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
     norm = Norm(tbar=tbar, c=c, turnover_mean=turnover_mean, prior_prevalence=prevalence)
     _CACHE[key] = norm
     return norm
+
+
+def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
+    """Tables, the fracture-hazard reference population and constants for a study's
+    [outcomes] options (``where``: the config file, for error messages)."""
+    try:
+        epi = load_tables(opts.tables) if opts.tables else load_tables()
+    except EpidemiologyError as exc:
+        raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
+    fracture = FractureParams()
+    norm = build_norm(model, epi, fracture, (opts.tscore_mean, opts.tscore_sd))
+    return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=fracture,
+                        tscore_mean=opts.tscore_mean, tscore_sd=opts.tscore_sd,
+                        by_age=opts.by_age, probability_ages=opts.probability_ages)

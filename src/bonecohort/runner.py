@@ -19,10 +19,8 @@ import jax.numpy as jnp
 import polars as pl
 
 from .cohort import chunk_ids, make_chunk_runner
-from .config import ConfigError, OutcomeOptions, Study
-from .epidemiology import EpidemiologyError, load_tables
-from .fracture_reference import build_norm
-from .outcomes import FractureParams, OutcomeSetup
+from .config import ConfigError, Study
+from .fracture_reference import outcome_setup
 from .report import write_report
 from .simulate import ModelParams, default_model
 from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
@@ -40,20 +38,6 @@ class EligibilityError(ConfigError):
 
 
 MAX_SCREENED_PER_PATIENT = 50  # give up if fewer than 1 in 50 simulated patients is eligible
-
-
-def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
-    """Tables, the fracture-hazard reference population and constants for a study's
-    [outcomes] options (``where``: the config file, for error messages)."""
-    try:
-        epi = load_tables(opts.tables) if opts.tables else load_tables()
-    except EpidemiologyError as exc:
-        raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
-    fracture = FractureParams()
-    norm = build_norm(model, epi, fracture, (opts.tscore_mean, opts.tscore_sd))
-    return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=fracture,
-                        tscore_mean=opts.tscore_mean, tscore_sd=opts.tscore_sd,
-                        by_age=opts.by_age, probability_ages=opts.probability_ages)
 
 
 PATIENT_PARTS = "patients"  # folder of per-patient parquet parts in a run directory

@@ -1,0 +1,417 @@
+"""`bonecohort bench`: speed, memory and accuracy of the engine and of peer solvers.
+
+Three workloads, each timed after compilation (the first call is excluded):
+
+* ``cohort``: the default study's compiled chunk, i.e. the full model as a study runs it:
+  sampling, both sites, the natural history and every arm, fractures and deaths. A
+  patient-year is one simulated year of one patient's life along one arm (the natural
+  history counts once): ``prefix + arms x horizon`` years per patient.
+* ``natural``: one site (femoral neck) of untreated women, from peak bone mass for 50 years
+  (the menopause and age-related loss inside), BV read at each year end. Solved by this
+  engine (Rosenbrock, fixed monthly steps, vmapped), by diffrax Tsit5 and Kvaerno5 (adaptive,
+  vmapped) and by scipy ``solve_ivp`` LSODA one patient at a time, all on the same right-hand
+  side (``simulate.site_rhs``). Accuracy: max relative BV error against scipy Radau
+  (float64, rtol 1e-10) on the first ``REF_PATIENTS`` patients.
+* ``core``: the Pivonka 2008 cell model alone under the PTH injection of its load case 1
+  (1,000 pM/day over days 0-100, read daily to day 200), by this engine (daily steps) and by
+  the ``bone_models`` package's Pivonka model one patient at a time (its own right-hand side
+  and its own solver settings: RK45, rtol = atol = 1e-8). Accuracy against Radau (rtol 1e-10)
+  on each implementation's own right-hand side.
+
+Memory: the process's peak resident set (``ru_maxrss``, a high-water mark, so sizes run in
+increasing order) and, on accelerators, the device's peak bytes in use.
+
+Peer packages (diffrax, scipy, bone_models) are imported only when their rows run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .cohort import cast_tree, chunk_ids, make_chunk_runner, reference_steady_state
+from .exposure import StepInputs
+from .integrate import METHODS, integrate
+from .model.cells import cell_rates
+from .model.params import CellAction, CoreParams, Dosing
+from .model.site import DAYS_PER_YEAR
+from .population import sample_patient
+from .protocol import step_inputs
+from .simulate import default_model, site_rhs, step_edges
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.toml"
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+NATURAL_YEARS = 50
+CORE_DAYS = 200
+PTH_RATE, PTH_END = 1.0e3, 100.0  # bone_models Pivonka_Load_Case_1 (pM/day, days)
+REF_PATIENTS = 8
+FEMORAL_NECK = 0
+
+
+@dataclass
+class Row:
+    workload: str
+    solver: str
+    dtype: str
+    n: int
+    wall_s: float
+    patient_years_per_s: float
+    max_rel_error: float | None = None
+    peak_rss_bytes: int = 0
+    device_peak_bytes: int | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def device_info() -> dict:
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "device_kind": getattr(dev, "device_kind", str(dev)),
+            "device_count": jax.device_count(), "jax": jax.__version__,
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "hostname": platform.node()}
+
+
+def _memory() -> dict:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    stats = jax.devices()[0].memory_stats() or {}
+    return {"peak_rss_bytes": int(rss), "device_peak_bytes": stats.get("peak_bytes_in_use")}
+
+
+def _on_host():
+    """Context for one-patient-at-a-time host solvers: their jitted right-hand sides run on
+    the CPU, so an accelerator's dispatch latency is not charged to scipy."""
+    return jax.default_device(jax.devices("cpu")[0])
+
+
+def _timed(fn, *args):
+    """Seconds of one call after a first (compiling) call; returns (seconds, result)."""
+    jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0, out
+
+
+# --- workload 1: the full cohort chunk --------------------------------------------------------
+
+def bench_cohort(study, n: int, dtype: str, chunk: int, setup) -> Row:
+    run = make_chunk_runner(study.seed, study.population, default_model(), study.arms,
+                            study.grid, DTYPES[dtype], setup)
+    chunk = min(chunk, n)
+    jax.block_until_ready(run(chunk_ids(0, chunk, chunk)))
+    t0 = time.perf_counter()
+    for start in range(0, n, chunk):
+        jax.device_get(run(chunk_ids(start, min(start + chunk, n), chunk)))
+    wall = time.perf_counter() - t0
+    years = study.grid.prefix_years + len(study.arms) * study.grid.horizon_years
+    return Row("cohort", "bonecohort rodas3 monthly", dtype, n, wall, n * years / wall,
+               settings={"chunk": chunk, "years_per_patient": years, "sites": 2,
+                         "arms": len(study.arms)}, **_memory())
+
+
+# --- workload 2: natural history of one site ---------------------------------------------------
+
+class NaturalHistory:
+    """Untreated women of the default population (no surgical menopause, so the step inputs
+    are constant and every solver sees the same smooth right-hand side)."""
+
+    def __init__(self, study, n: int):
+        self.spec = study.population._replace(surgical_fraction=0.0)
+        self.seed = study.seed
+        self.n = n
+        self.model = cast_tree(default_model(), jnp.float64)
+        self.steady = reference_steady_state(self.model, jnp.float64)
+        self.site = jax.tree.map(lambda v: v[FEMORAL_NECK], self.model.sites)
+        self.t_out = DAYS_PER_YEAR * np.arange(1, NATURAL_YEARS + 1, dtype=np.float64)
+
+    def patient(self, pid, dtype=jnp.float64):
+        return sample_patient(self.seed, pid, self.spec, dtype)
+
+    def rates(self, patient, model=None, steady=None, site=None):
+        """``rates(t, y)`` in days from peak bone mass, with the patient's untreated inputs."""
+        model = self.model if model is None else model
+        steady = self.steady if steady is None else steady
+        site = self.site if site is None else site
+        start = jnp.asarray(30.0, patient.age_entry.dtype)  # peak bone mass
+        a, b = step_edges(start, 1, 1)
+        u = jax.tree.map(lambda v: v[0], step_inputs(a, b, patient, None))
+        f = site_rhs(patient, model, steady, site, start, start)
+        return lambda t, y: f(t, y, u)
+
+    def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3"):
+        d = DTYPES[dtype]
+        model = cast_tree(self.model, d)
+        steady = jnp.asarray(self.steady, d)
+        site = jax.tree.map(lambda v: v[FEMORAL_NECK], model.sites)
+        h = jnp.asarray(DAYS_PER_YEAR / steps_per_year, d)
+
+        def one(pid):
+            rates = self.rates(self.patient(pid, d), model, steady, site)
+            dummy = jnp.zeros((NATURAL_YEARS, steps_per_year), d)
+            _, ys = integrate(lambda t, y, u: rates(t, y), jnp.ones(4, d), jnp.zeros((), d),
+                              dummy, h, steps_per_year, METHODS[solver])
+            return ys[:, 3]
+
+        return jax.jit(jax.vmap(one))
+
+    def diffrax(self, solver_name: str, rtol: float, atol: float, max_steps: int):
+        import diffrax
+
+        solver = {"Tsit5": diffrax.Tsit5(), "Kvaerno5": diffrax.Kvaerno5()}[solver_name]
+
+        def one(pid):
+            rates = self.rates(self.patient(pid))
+            sol = diffrax.diffeqsolve(
+                diffrax.ODETerm(lambda t, y, args: rates(t, y)), solver, t0=0.0,
+                t1=float(self.t_out[-1]), dt0=1.0, y0=jnp.ones(4, jnp.float64),
+                saveat=diffrax.SaveAt(ts=jnp.asarray(self.t_out)),
+                stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                max_steps=max_steps)
+            return sol.ys[:, 3]
+
+        return jax.jit(jax.vmap(one))
+
+    def scipy_one(self, pid: int, method: str, rtol: float, atol: float) -> np.ndarray:
+        """BV at each year end of one patient by ``scipy.integrate.solve_ivp``."""
+        from scipy.integrate import solve_ivp
+
+        f, jac = self._numpy_rhs(pid)
+        with _on_host():
+            sol = solve_ivp(f, (0.0, float(self.t_out[-1])), np.ones(4), method=method,
+                            rtol=rtol, atol=atol, t_eval=np.asarray(self.t_out), jac=jac)
+        if not sol.success:
+            raise RuntimeError(f"solve_ivp {method} failed for patient {pid}: {sol.message}")
+        return sol.y[3]
+
+    def _numpy_rhs(self, pid: int):
+        if not hasattr(self, "_compiled"):
+            def g(t, y, pid):
+                return self.rates(self.patient(pid))(t, y)
+            self._compiled = (jax.jit(g), jax.jit(jax.jacfwd(g, argnums=1)))
+        f, jac = self._compiled
+        p = jnp.uint32(pid)
+        return (lambda t, y: np.asarray(f(t, y, p)), lambda t, y: np.asarray(jac(t, y, p)))
+
+    def reference(self) -> np.ndarray:
+        return np.stack([self.scipy_one(i, "Radau", 1e-10, 1e-13)
+                         for i in range(REF_PATIENTS)])
+
+
+def _max_rel(values, ref) -> float:
+    """Max relative error over the patients that have a reference (the first ones)."""
+    values = np.asarray(values, np.float64)[:REF_PATIENTS]
+    return float(np.max(np.abs(values / ref[:len(values)] - 1.0)))
+
+
+def bench_natural(study, n_ours: int, n_diffrax: int, n_scipy: int, dtypes, peers: bool,
+                  log) -> list[Row]:
+    work = NaturalHistory(study, max(n_ours, n_diffrax, n_scipy, REF_PATIENTS))
+    log("natural history: Radau reference")
+    ref = work.reference()
+    rows = []
+    ids = jnp.arange(n_ours, dtype=jnp.uint32)
+    for dtype in dtypes:
+        wall, bv = _timed(work.ours(dtype), ids)
+        rows.append(Row("natural", "bonecohort rodas3 monthly", dtype, n_ours, wall,
+                        n_ours * NATURAL_YEARS / wall, _max_rel(bv, ref),
+                        settings={"steps_per_year": 12}, **_memory()))
+        log(f"natural history: bonecohort {dtype} done")
+    if not peers:
+        return rows
+    for name, rtol, atol, max_steps in (("Tsit5", 1e-6, 1e-9, 2_000_000),
+                                        ("Kvaerno5", 1e-6, 1e-9, 100_000)):
+        ids = jnp.arange(n_diffrax, dtype=jnp.uint32)
+        wall, bv = _timed(work.diffrax(name, rtol, atol, max_steps), ids)
+        rows.append(Row("natural", f"diffrax {name} (vmapped)", "float64", n_diffrax, wall,
+                        n_diffrax * NATURAL_YEARS / wall, _max_rel(bv, ref),
+                        settings={"rtol": rtol, "atol": atol}, **_memory()))
+        log(f"natural history: diffrax {name} done")
+    work.scipy_one(0, "LSODA", 1e-6, 1e-9)  # compile the right-hand side first
+    t0 = time.perf_counter()
+    bv = [work.scipy_one(i, "LSODA", 1e-6, 1e-9) for i in range(n_scipy)]
+    wall = time.perf_counter() - t0
+    rows.append(Row("natural", "scipy solve_ivp LSODA (one patient at a time)", "float64",
+                    n_scipy, wall, n_scipy * NATURAL_YEARS / wall, _max_rel(bv, ref),
+                    settings={"rtol": 1e-6, "atol": 1e-9, "jacobian": "jax.jacfwd"},
+                    **_memory()))
+    log("natural history: scipy LSODA done")
+    return rows
+
+
+# --- workload 3: the Pivonka core alone -------------------------------------------------------
+
+def _core_rhs(scale):
+    p = cast_tree(CoreParams(), jnp.float64)
+
+    def f(t, y):
+        on = (t >= 0.0) & (t <= PTH_END)
+        dosing = Dosing(PTH=jnp.where(on, PTH_RATE * scale, 0.0))
+        return jnp.stack(cell_rates(tuple(y), p, dosing, CellAction()))
+
+    return f
+
+
+def _core_y0():
+    from .model.cells import steady_state
+
+    return np.array(steady_state(cast_tree(CoreParams(), jnp.float64)))
+
+
+def _core_ours(dtype: str):
+    """Daily RODAS3 steps; the injection switches off on a step boundary (day 100)."""
+    d = DTYPES[dtype]
+    p = cast_tree(CoreParams(), d)
+    y0 = jnp.asarray(_core_y0(), d)
+    on = (jnp.arange(CORE_DAYS) < PTH_END).astype(d).reshape(CORE_DAYS, 1)
+
+    def one(scale):
+        def rates(t, y, u):
+            return jnp.stack(cell_rates(tuple(y), p, Dosing(PTH=u * PTH_RATE * scale),
+                                        CellAction()))
+        _, ys = integrate(rates, y0, jnp.zeros((), d), on, jnp.ones((), d), 1, METHODS["rodas3"])
+        return ys
+
+    return jax.jit(jax.vmap(one))
+
+
+def _radau_core(rhs, y0):
+    from scipy.integrate import solve_ivp
+
+    days = np.arange(1, CORE_DAYS + 1, dtype=np.float64)
+    pieces = [(0.0, PTH_END), (PTH_END, float(CORE_DAYS))]
+    out, y = [], y0
+    for lo, hi in pieces:
+        t_eval = days[(days > lo) & (days <= hi)]
+        sol = solve_ivp(rhs, (lo, hi), y, method="Radau", rtol=1e-10, atol=1e-14,
+                        t_eval=t_eval)
+        out.append(sol.y.T)
+        y = sol.y[:, -1]
+    return np.concatenate(out)
+
+
+def bench_core(n_ours: int, n_peer: int, dtypes, peers: bool, log) -> list[Row]:
+    f = jax.jit(_core_rhs(1.0))
+    y0 = _core_y0()
+    with _on_host():
+        ref = _radau_core(lambda t, y: np.asarray(f(t, y)), y0)
+    rows = []
+    scales = jnp.ones((n_ours,), jnp.float64)
+    for dtype in dtypes:
+        wall, ys = _timed(_core_ours(dtype), scales.astype(DTYPES[dtype]))
+        err = float(np.max(np.abs(np.asarray(ys[0], np.float64) / ref - 1.0)))
+        rows.append(Row("core", "bonecohort rodas3 daily", dtype, n_ours, wall,
+                        n_ours * CORE_DAYS / DAYS_PER_YEAR / wall, err,
+                        settings={"step_days": 1}, **_memory()))
+        log(f"core: bonecohort {dtype} done")
+    if not peers:
+        return rows
+    from bone_models.load_cases.pivonka_load_cases import Pivonka_Load_Case_1
+    from bone_models.models.pivonka_model import Pivonka_Model
+    from scipy.integrate import solve_ivp
+
+    model = Pivonka_Model(Pivonka_Load_Case_1())
+    theirs = lambda t, x: model.bone_cell_population_model(x, t)  # noqa: E731
+    days = np.arange(1, CORE_DAYS + 1, dtype=np.float64)
+    their_ref = _radau_core(theirs, y0)
+    t0 = time.perf_counter()
+    for _ in range(n_peer):
+        sol = solve_ivp(theirs, (0.0, float(CORE_DAYS)), y0, rtol=1e-8, atol=1e-8,
+                        t_eval=days)
+    wall = time.perf_counter() - t0
+    err = float(np.max(np.abs(sol.y.T / their_ref - 1.0)))
+    rows.append(Row("core", "bone_models Pivonka (scipy RK45, one patient at a time)",
+                    "float64", n_peer, wall, n_peer * CORE_DAYS / DAYS_PER_YEAR / wall, err,
+                    settings={"rtol": 1e-8, "atol": 1e-8}, **_memory()))
+    log("core: bone_models done")
+    return rows
+
+
+# --- the whole benchmark ----------------------------------------------------------------------
+
+@dataclass
+class BenchOptions:
+    sizes: tuple = (10_000, 100_000, 1_000_000)
+    dtypes: tuple = ("float32", "float64")
+    chunk: int = 100_000
+    peers: bool = True
+    natural_n: int = 10_000
+    diffrax_n: int = 64
+    scipy_n: int = 16
+    config: Path = DEFAULT_CONFIG
+
+
+def run_bench(opts: BenchOptions, log=print) -> dict:
+    from .config import load_study
+    from .fracture_reference import outcome_setup
+
+    study = load_study(opts.config)
+    setup = outcome_setup(study.outcomes, default_model(), str(opts.config))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rows = []
+    for dtype in opts.dtypes:
+        for n in sorted(opts.sizes):
+            rows.append(bench_cohort(study, n, dtype, opts.chunk, setup))
+            log(f"cohort {dtype} N={n:,}: {rows[-1].patient_years_per_s:,.0f} patient-years/s")
+    rows += bench_natural(study, opts.natural_n, opts.diffrax_n, opts.scipy_n, opts.dtypes,
+                          opts.peers, log)
+    rows += bench_core(opts.natural_n, opts.scipy_n, opts.dtypes, opts.peers, log)
+    return {"started": started, "device": device_info(), "config": str(opts.config),
+            "options": {k: (str(v) if isinstance(v, Path) else v)
+                        for k, v in asdict(opts).items()},
+            "rows": [asdict(r) for r in rows]}
+
+
+def ratios(result: dict) -> list[tuple[str, str, float, float | None]]:
+    """This engine's float32 rate over each peer's rate on the same workload:
+    (workload, peer, speed-up, peer's max relative error)."""
+    out = []
+    for workload in ("natural", "core"):
+        rows = [r for r in result["rows"] if r["workload"] == workload]
+        ours = [r for r in rows if r["solver"].startswith("bonecohort")
+                and r["dtype"] == "float32"]
+        if not ours:
+            continue
+        for r in rows:
+            if not r["solver"].startswith("bonecohort"):
+                out.append((workload, r["solver"],
+                            ours[0]["patient_years_per_s"] / r["patient_years_per_s"],
+                            r["max_rel_error"]))
+    return out
+
+
+def format_result(result: dict) -> str:
+    dev = result["device"]
+    lines = [f"device: {dev['device_kind']} ({dev['platform']}, {dev['device_count']} "
+             f"device(s)), {dev['cpu_count']} CPU cores, jax {dev['jax']}", "",
+             f"{'workload':<8} {'solver':<52} {'dtype':<7} {'N':>10} {'wall s':>8} "
+             f"{'patient-years/s':>16} {'max rel err':>11} {'peak RSS':>9} {'dev peak':>9}"]
+    gb = lambda b: "-" if b is None else f"{b / 1e9:.2f} GB"  # noqa: E731
+    for r in result["rows"]:
+        err = "-" if r["max_rel_error"] is None else f"{r['max_rel_error']:.1e}"
+        lines.append(f"{r['workload']:<8} {r['solver']:<52} {r['dtype']:<7} {r['n']:>10,} "
+                     f"{r['wall_s']:>8.2f} {r['patient_years_per_s']:>16,.0f} {err:>11} "
+                     f"{gb(r['peak_rss_bytes']):>9} {gb(r['device_peak_bytes']):>9}")
+    rat = ratios(result)
+    if rat:
+        lines += ["", "speed-up of bonecohort float32 over each peer (same workload):"]
+        for workload, peer, x, err in rat:
+            lines.append(f"  {workload:<8} {peer:<52} {x:>10,.0f}x  (peer error {err:.1e})")
+    return "\n".join(lines)
+
+
+def write_result(result: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = result["device"]
+    stamp = result["started"].replace(":", "").replace("-", "")
+    name = f"{stamp}-{dev['platform']}-{dev['device_kind']}".replace(" ", "_").replace("/", "_")
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return path
