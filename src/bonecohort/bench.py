@@ -11,7 +11,7 @@ Three workloads, each timed after compilation (the first call is excluded):
   engine (Rosenbrock, fixed monthly steps, vmapped), by diffrax Tsit5 and Kvaerno5 (adaptive,
   vmapped) and by scipy ``solve_ivp`` LSODA one patient at a time, all on the same right-hand
   side (``simulate.site_rhs``). Accuracy: max relative BV error against scipy Radau
-  (float64, rtol 1e-10) on the first ``REF_PATIENTS`` patients.
+  (float64, rtol 1e-10) on the first ``REF_PATIENTS`` patients (fewer if a solver runs fewer).
 * ``core``: the Pivonka 2008 cell model alone under the PTH injection of its load case 1
   (1,000 pM/day over days 0-100, read daily to day 200), by this engine (daily steps) and by
   the ``bone_models`` package's Pivonka model one patient at a time (its own right-hand side
@@ -200,14 +200,13 @@ class NaturalHistory:
         p = jnp.uint32(pid)
         return (lambda t, y: np.asarray(f(t, y, p)), lambda t, y: np.asarray(jac(t, y, p)))
 
-    def reference(self) -> np.ndarray:
-        return np.stack([self.scipy_one(i, "Radau", 1e-10, 1e-13)
-                         for i in range(REF_PATIENTS)])
+    def reference(self, count: int) -> np.ndarray:
+        return np.stack([self.scipy_one(i, "Radau", 1e-10, 1e-13) for i in range(count)])
 
 
 def _max_rel(values, ref) -> float:
     """Max relative error over the patients that have a reference (the first ones)."""
-    values = np.asarray(values, np.float64)[:REF_PATIENTS]
+    values = np.asarray(values, np.float64)[:len(ref)]
     return float(np.max(np.abs(values / ref[:len(values)] - 1.0)))
 
 
@@ -215,7 +214,7 @@ def bench_natural(study, n_ours: int, n_diffrax: int, n_scipy: int, dtypes, peer
                   log) -> list[Row]:
     work = NaturalHistory(study, max(n_ours, n_diffrax, n_scipy, REF_PATIENTS))
     log("natural history: Radau reference")
-    ref = work.reference()
+    ref = work.reference(min(REF_PATIENTS, n_ours, n_diffrax, n_scipy))
     rows = []
     ids = jnp.arange(n_ours, dtype=jnp.uint32)
     for dtype in dtypes:

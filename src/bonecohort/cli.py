@@ -60,7 +60,17 @@ def progress_bar(total: int, quiet: bool):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same study "
               "and options from its last finished chunk.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
-def run(config, patients, seed, chunk_size, out, force, resume, quiet):
+@click.option("--devices", type=int, default=1, show_default=True,
+              help="Local devices (GPUs, or CPU devices) that share each chunk; 0: all. "
+              "Results are identical for any number.")
+@click.option("--distributed", is_flag=True, help="One process of a run over several "
+              "processes or machines (jax.distributed; SLURM and Open MPI are detected); "
+              "each writes its own parts into the shared OUT; then `bonecohort summarize OUT`.")
+@click.option("--coordinator", help="host:port of process 0 (with --distributed).")
+@click.option("--num-processes", type=int, help="Number of processes (with --distributed).")
+@click.option("--process-id", type=int, help="This process's index (with --distributed).")
+def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, distributed,
+        coordinator, num_processes, process_id):
     """Simulate the study in CONFIG and print a summary per arm.
 
     Writes OUT/patients/part-*.parquet (one row per patient and arm, one part per chunk,
@@ -71,9 +81,12 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet):
     `bonecohort report`). A progress bar shows on a terminal unless --quiet.
 
     Example: bonecohort run configs/default.toml --patients 20000 --seed 7 --out runs/try
+
+    Several machines: start the same command with --distributed on each (for example
+    `srun bonecohort run study.toml --distributed --out /shared/runs/x`), then run
+    `bonecohort summarize /shared/runs/x`.
     """
-    from .runner import SimulationError, run_study
-    from .summarize import agent_notes, format_summary, headline
+    from .runner import SimulationError, run_distributed_process, run_study
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
@@ -81,15 +94,35 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet):
         out = out or Path("runs") / study.name
         log(f"study '{study.name}': {study.patients:,} patients, {len(study.arms)} arms, "
             f"{study.horizon_years} y horizon, {study.dtype}")
+        if not distributed and (coordinator or num_processes or process_id is not None):
+            raise ConfigError("--coordinator, --num-processes and --process-id need "
+                              "--distributed.")
+        if distributed:
+            if force or resume:
+                raise ConfigError("--distributed: --force and --resume do not apply (rerun "
+                                  "the same command to resume; choose a new --out to restart).")
+            with progress_bar(study.patients, quiet) as progress:
+                index, count, _ = run_distributed_process(
+                    study, out, log=log, progress=progress, devices=devices,
+                    coordinator=coordinator, num_processes=num_processes,
+                    process_id=process_id)
+            click.echo(f"Process {index} of {count} finished its chunks in {out}/; when every "
+                       f"process has finished: bonecohort summarize {out}")
+            return
         with progress_bar(study.patients, quiet) as progress:
             results = run_study(study, out, force=force, log=log, progress=progress,
-                                resume=resume)
+                                resume=resume, devices=devices)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except SimulationError as exc:
         click.echo(f"simulation failed: {exc}", err=True)
         sys.exit(3)
+    _print_results(study, results, out)
+
+
+def _print_results(study, results, out):
+    from .summarize import agent_notes, format_summary, headline
     click.echo(f"Study '{study.name}' ({study.patients:,} patients, seed {study.seed}); "
                f"BMD % change from entry (mean) and share with femoral-neck T-score <= -2.5:")
     click.echo(format_summary(results["summary"]))
@@ -103,6 +136,27 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet):
         click.echo("Agents used:")
         click.echo("\n".join(notes))
     click.echo(f"Results written to {out}/")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary.")
+def summarize(run_dir, quiet):
+    """Summaries, manifest and report of a run made by several processes (`run
+    --distributed`), once all have finished: reads the partitioned dataset
+    RUN_DIR/patients/*.parquet and writes the same files as `run`.
+
+    Example: bonecohort summarize /shared/runs/x
+    """
+    from .runner import summarize_run
+
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        study, results = summarize_run(run_dir, log)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    _print_results(study, results, run_dir)
 
 
 @main.command()

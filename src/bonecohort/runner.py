@@ -49,8 +49,23 @@ def patient_parts(run_dir: Path) -> str:
     return str(Path(run_dir) / PATIENT_PARTS / "*.parquet")
 
 
-def _read_journal(work: Path):
-    path = work / JOURNAL
+def local_devices(count: int | None):
+    """The first ``count`` local devices (0: all; None: the first one)."""
+    local = jax.local_devices()
+    if count is None:
+        return local[:1]
+    if count < 0 or count > len(local):
+        raise ConfigError(f"--devices {count}: this process sees {len(local)} device(s) "
+                          f"({', '.join(str(d) for d in local)}).")
+    return local[:count] if count else local
+
+
+def journal_name(process: int, processes: int) -> str:
+    return JOURNAL if processes == 1 else f"chunks-{process:04d}.jsonl"
+
+
+def _read_journal(path: Path, parts: Path):
+    """Finished chunks recorded in the journal at ``path`` whose parts exist."""
     if not path.exists():
         return []
     chunks = []
@@ -59,40 +74,52 @@ def _read_journal(work: Path):
             entry = json.loads(line)
         except json.JSONDecodeError:
             break  # a line cut by a kill: that chunk is redone
-        if entry.get("part") and not (work / PATIENT_PARTS / entry["part"]).exists():
+        if entry.get("part") and not (parts / entry["part"]).exists():
             break
         chunks.append(entry)
     return chunks
 
 
 def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
-                   log=lambda msg: None, progress=None) -> int:
+                   log=lambda msg: None, progress=None, devices: int | None = None,
+                   process: tuple[int, int] = (0, 1)) -> int:
     """Simulate patients of ``study`` until ``study.patients`` meet its eligibility, writing
     each chunk's rows as a parquet part under ``work/patients/`` as soon as it is done
     (memory does not grow with N). Patients are taken in id order, so the rows do not depend
-    on chunking. Chunks already recorded in ``work/chunks.jsonl`` (an interrupted run) are
+    on chunking or devices. Chunks already recorded in the journal (an interrupted run) are
     skipped. Returns the number of patients simulated. ``progress(kept, rate)``, if given,
-    is called after each chunk instead of a log line."""
+    is called after each chunk instead of a log line.
+
+    ``devices``: how many local devices share each chunk (``local_devices``).
+    ``process = (i, P)``: process ``i`` of ``P`` (a distributed run) simulates chunks
+    ``i, i + P, ...`` of a study without eligibility criteria, journaled in its own file.
+    """
+    index, processes = process
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
     setup = outcome_setup(study.outcomes, model, study.path)
     log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
+    devs = local_devices(devices)
     runner = make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
-                               dtype, setup)
+                               dtype, setup, devs)
     arm_names = [a.name for a in study.arms]
-    chunk = min(study.chunk_size, study.patients) if study.eligibility.is_open else \
-        study.chunk_size
-    (work / PATIENT_PARTS).mkdir(parents=True, exist_ok=True)
-    done = _read_journal(work)
-    screened = sum(c["simulated"] for c in done)
-    kept = sum(c["kept"] for c in done)
+    # each step gives every device one chunk of the study's size: the per-device batch, and
+    # so each patient's arithmetic, is the same whatever the number of devices
+    chunk = len(devs) * (min(study.chunk_size, study.patients) if study.eligibility.is_open
+                         else study.chunk_size)
+    parts = work / PATIENT_PARTS
+    parts.mkdir(parents=True, exist_ok=True)
+    journal_path = work / journal_name(index, processes)
+    done = {c["start"]: c for c in _read_journal(journal_path, parts)}
     if done:
-        log(f"resuming: {len(done)} chunk(s) done, {kept:,} eligible patients kept")
-    journal = (work / JOURNAL).open("w")  # keep only the entries that were read back
-    journal.writelines(json.dumps(c) + "\n" for c in done)
+        log(f"resuming: {len(done)} chunk(s) done, "
+            f"{sum(c['kept'] for c in done.values()):,} eligible patients kept")
+    journal = journal_path.open("w")  # keep only the entries that were read back
+    journal.writelines(json.dumps(c) + "\n" for c in done.values())
     failed = []
-    t0, start_screened = time.perf_counter(), screened
+    screened = kept = 0
+    t0, computed = time.perf_counter(), 0
     while kept < study.patients:
         if screened >= MAX_SCREENED_PER_PATIENT * study.patients + chunk:
             raise EligibilityError(
@@ -100,30 +127,41 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
                 f"({100 * kept / screened:.2f} %) are eligible; the study needs "
                 f"{study.patients:,}. Widen [eligibility] or [population].")
         n_valid = min(chunk, study.patients - screened) if study.eligibility.is_open else chunk
+        if screened in done:  # finished before an interruption
+            entry = done[screened]
+            screened, kept = screened + entry["simulated"], kept + entry["kept"]
+            continue
+        if (screened // chunk) % processes != index:  # another process's (no eligibility)
+            screened, kept = screened + n_valid, kept + n_valid
+            continue
         # one transfer to the host per chunk; everything below works on numpy arrays
         patients, outputs = jax.device_get(runner(chunk_ids(screened, screened + n_valid,
                                                              chunk)))
         tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
         rows = eligible_rows(patients, outputs, n_valid, study.eligibility, tscore_ref)
         rows = rows[:study.patients - kept]
-        part = ""
-        if len(rows):
-            failed += nonfinite_patients(patients, outputs, rows)
-            table = patient_table(patients, outputs, arm_names, rows, study.reference_arm,
-                                  tscore_ref)
-            part = f"part-{screened:012d}.parquet"
-            tmp = work / PATIENT_PARTS / f".{part}.tmp"
-            table.write_parquet(tmp)
-            os.replace(tmp, work / PATIENT_PARTS / part)
-        journal.write(json.dumps({"start": screened, "simulated": n_valid, "kept": len(rows),
-                                  "part": part}) + "\n")
+        failed += nonfinite_patients(patients, outputs, rows)
+        # one part per chunk of the study's size, whatever the number of devices, so that the
+        # dataset (and every sum over it) is laid out the same way
+        per = chunk // len(devs)
+        for lo in range(0, n_valid, per):
+            sub = rows[(rows >= lo) & (rows < lo + per)]
+            part = ""
+            if len(sub):
+                table = patient_table(patients, outputs, arm_names, sub, study.reference_arm,
+                                      tscore_ref)
+                part = f"part-{screened + lo:012d}.parquet"
+                tmp = parts / f".{part}.tmp"
+                table.write_parquet(tmp)
+                os.replace(tmp, parts / part)
+            journal.write(json.dumps({"start": screened + lo, "kept": len(sub), "part": part,
+                                      "simulated": min(per, n_valid - lo)}) + "\n")
         journal.flush()
-        screened += n_valid
-        kept += len(rows)
+        screened, kept, computed = screened + n_valid, kept + len(rows), computed + n_valid
         elapsed = time.perf_counter() - t0
-        if screened - start_screened == n_valid:
+        if computed == n_valid:
             log(f"first chunk compiled and simulated in {elapsed:.1f} s")
-        rate = (screened - start_screened) / elapsed
+        rate = computed / elapsed
         if progress is not None:
             progress(kept, rate)
         else:
@@ -211,8 +249,32 @@ def publish(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
+def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> dict:
+    """Summaries, manifest and report of the parts in ``work`` (group-bys on
+    ``scan_parquet``: the per-patient table is never held in memory)."""
+    lazy = pl.scan_parquet(patient_parts(work))
+    arms = [a.name for a in study.arms]
+    results = {
+        "summary": arm_summary(lazy, study.horizon_years, arms),
+        "outcomes": outcome_summary(lazy, arms),
+        "cumulative": cumulative_incidence(lazy, study.horizon_years, arms),
+        "tscores": tscore_distribution(lazy, arms),
+    }
+    for name, df in results.items():
+        tmp = work / f".{name}.parquet.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, work / f"{name}.parquet")
+    log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
+    (work / "manifest.json").write_text(json.dumps(
+        manifest(study, time.perf_counter() - t0, screened), indent=2))
+    write_report(work)
+    log(f"report written ({time.perf_counter() - t0:.1f} s)")
+    return results
+
+
 def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None,
-              progress=None, model: ModelParams | None = None, resume: bool = False):
+              progress=None, model: ModelParams | None = None, resume: bool = False,
+              devices: int | None = None):
     """Simulate, summarize and write to ``out``: ``patients/part-*.parquet`` (one row per
     patient and arm, one part per chunk; read them with ``pl.scan_parquet(out /
     "patients/*.parquet")``), ``summary.parquet`` (BMD per arm and sex),
@@ -226,23 +288,9 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
     work = prepare_out_dir(study, out, force, resume)
     try:
         t0 = time.perf_counter()
-        screened = simulate_study(study, work, model=model, log=log, progress=progress)
-        lazy = pl.scan_parquet(patient_parts(work))
-        arms = [a.name for a in study.arms]
-        results = {
-            "summary": arm_summary(lazy, study.horizon_years, arms),
-            "outcomes": outcome_summary(lazy, arms),
-            "cumulative": cumulative_incidence(lazy, study.horizon_years, arms),
-            "tscores": tscore_distribution(lazy, arms),
-        }
-        for name, df in results.items():
-            df.write_parquet(work / f"{name}.parquet")
-        log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
-        wall = time.perf_counter() - t0
-        (work / "manifest.json").write_text(json.dumps(manifest(study, wall, screened),
-                                                      indent=2))
-        write_report(work)
-        log(f"report written ({time.perf_counter() - t0:.1f} s)")
+        screened = simulate_study(study, work, model=model, log=log, progress=progress,
+                                  devices=devices)
+        results = write_summaries(study, work, screened, t0, log)
         for name in (JOURNAL, "run.json"):
             (work / name).unlink()
         publish(work, out)
@@ -250,3 +298,81 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
         shutil.rmtree(work, ignore_errors=True)
         raise
     return results
+
+
+# --- several processes (machines) -------------------------------------------------------------
+
+DISTRIBUTED_STUDY = "study.toml"  # the config of a distributed run, kept in its directory
+
+
+def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progress=None,
+                            devices: int | None = None, coordinator: str | None = None,
+                            num_processes: int | None = None, process_id: int | None = None):
+    """One process of a run over several processes (``jax.distributed``): it simulates its
+    own chunks and writes their parts and its journal straight into ``out``, which all
+    processes share (a shared file system across machines). Summaries are made afterwards by
+    ``summarize_run(out)``. Rerunning the same command resumes: finished chunks are kept."""
+    if not study.eligibility.is_open:
+        raise ConfigError(f"{study.path}: [eligibility]: a distributed run needs a study "
+                          "without eligibility criteria (each process must know its patient "
+                          "range in advance); run this study on one machine (--devices uses "
+                          "all of its devices).")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--distributed: jax.distributed.initialize failed ({exc}); give "
+                          "--coordinator, --num-processes and --process-id, or run under "
+                          "SLURM or Open MPI.") from None
+    index, processes = jax.process_index(), jax.process_count()
+    identity = {**{k: v for k, v in manifest(study, 0.0, 0).items() if k in RESUME_KEYS},
+                "processes": processes, "devices_per_process": len(local_devices(devices))}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "run.json").exists():
+            before = json.loads((out / "run.json").read_text())
+            if before != identity:
+                raise ConfigError(f"{out}: holds another run ({before}); choose another --out.")
+        else:
+            for name, text in (("run.json", json.dumps(identity)),
+                               (DISTRIBUTED_STUDY, study.config_text)):
+                tmp = out / f".{name}.{index}.tmp"
+                tmp.write_text(text)
+                os.replace(tmp, out / name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out}: cannot use the output directory ({exc}).") from None
+    log(f"process {index} of {processes}, devices {local_devices(devices)}")
+    screened = simulate_study(study, out, log=log, progress=progress, devices=devices,
+                              process=(index, processes))
+    return index, processes, screened
+
+
+def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
+    """Summaries, manifest and report of a distributed run once every process has finished
+    (reads the partitioned dataset ``run_dir/patients/*.parquet``)."""
+    from .config import load_study
+
+    try:
+        identity = json.loads((run_dir / "run.json").read_text())
+        study = load_study(run_dir / DISTRIBUTED_STUDY).with_overrides(
+            identity["patients"], identity["seed"], identity["chunk_size"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{run_dir}: not the directory of a distributed run ({exc}).") \
+            from None
+    done = {}
+    for path in sorted(run_dir.glob("chunks-*.jsonl")):
+        done.update({c["start"]: c for c in _read_journal(path, run_dir / PATIENT_PARTS)})
+    covered, gaps = 0, []
+    for start in sorted(done):
+        if start > covered:
+            gaps.append(covered)
+        covered = max(covered, start + done[start]["simulated"])
+    if covered < study.patients:
+        gaps.append(covered)
+    if gaps:
+        raise ConfigError(f"{run_dir}: {len(gaps)} stretch(es) of patients are not finished, "
+                          f"the first from patient id {gaps[0]:,} (of {study.patients:,}); "
+                          "wait for every process, "
+                          "or rerun the missing processes with the same command.")
+    t0 = time.perf_counter()
+    return study, write_summaries(study, run_dir, study.patients, t0, log)

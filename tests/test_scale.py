@@ -1,0 +1,155 @@
+"""Scale: several devices and several processes give results identical to one device, and the
+benchmark runs and reports what it measured."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from bonecohort.cli import main
+
+STUDY = """
+[study]
+name = "scale"
+patients = 1500
+seed = 11
+horizon_years = 5
+chunk_size = 500
+
+[population]
+age_min = 50
+age_max = 53
+uterus_intact_fraction = 0
+
+[[arms]]
+name = "no treatment"
+
+[[arms]]
+name = "estradiol"
+  [[arms.regimens]]
+  agent = "estradiol"
+  route = "transdermal"
+  dose = 50
+  dose_unit = "ug/day"
+  start = "entry"
+  duration_years = 3
+"""
+
+OUTPUTS = ("summary", "outcomes", "cumulative", "tscores")
+
+
+def cli(*args, env=None):
+    """``bonecohort ARGS`` in a fresh process (device flags must be set before jax starts)."""
+    return subprocess.Popen([sys.executable, "-m", "bonecohort", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def same_results(a, b):
+    pa = pl.read_parquet(a / "patients" / "*.parquet").sort("arm", "patient_id")
+    pb = pl.read_parquet(b / "patients" / "*.parquet").sort("arm", "patient_id")
+    assert pa.height == 2 * 1500 and pa.equals(pb)
+    for name in OUTPUTS:
+        assert pl.read_parquet(a / f"{name}.parquet").equals(pl.read_parquet(b / f"{name}.parquet")), name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One study run on one device, on 4 (forced host) devices, and by two processes."""
+    root = tmp_path_factory.mktemp("scale")
+    cfg = root / "scale.toml"
+    cfg.write_text(STUDY)
+    port = free_port()
+    dist = [cli("run", cfg, "--out", root / "two", "--distributed", "--coordinator",
+                f"localhost:{port}", "--num-processes", 2, "--process-id", i, "-q")
+            for i in (0, 1)]
+    for p in dist:
+        finish(p)
+    one = cli("run", cfg, "--out", root / "one", "-q")
+    four = cli("run", cfg, "--out", root / "four", "--devices", 4, "-q",
+               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    finish(one), finish(four)
+    return root
+
+
+def test_four_devices_give_results_identical_to_one(runs):
+    manifest = json.loads((runs / "four" / "manifest.json").read_text())
+    assert len(manifest["devices"]) == 4
+    same_results(runs / "one", runs / "four")
+
+
+def test_two_processes_give_results_identical_to_one(runs):
+    two = runs / "two"
+    assert sorted(p.name for p in two.glob("chunks-*.jsonl")) == ["chunks-0000.jsonl",
+                                                                   "chunks-0001.jsonl"]
+    for i, path in enumerate(sorted(two.glob("chunks-*.jsonl"))):
+        starts = [json.loads(line)["start"] for line in path.read_text().splitlines()]
+        assert starts == list(range(500 * i, 1500, 1000))  # each process: its own chunks
+    res = CliRunner().invoke(main, ["summarize", str(two), "-q"])
+    assert res.exit_code == 0, res.output
+    same_results(runs / "one", two)
+
+
+def test_summarize_refuses_an_unfinished_distributed_run(runs, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(runs / "two", partial)
+    (partial / "chunks-0001.jsonl").unlink()
+    res = CliRunner().invoke(main, ["summarize", str(partial)])
+    assert res.exit_code == 2
+    assert "1 stretch(es) of patients are not finished, the first from patient id 500" \
+        in res.output
+    res = CliRunner().invoke(main, ["summarize", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "not the directory of a distributed run" in res.output
+
+
+def test_distributed_run_refuses_eligibility_and_bad_device_counts(tmp_path):
+    cfg = tmp_path / "elig.toml"
+    cfg.write_text(STUDY + "\n[eligibility]\ntscore_max = -1.0\n")
+    res = CliRunner().invoke(main, ["run", str(cfg), "--distributed", "--out",
+                                    str(tmp_path / "o")])
+    assert res.exit_code == 2 and "[eligibility]" in res.output
+    assert not (tmp_path / "o").exists()
+    cfg.write_text(STUDY)
+    res = CliRunner().invoke(main, ["run", str(cfg), "--devices", 64, "--out",
+                                    str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--devices 64" in res.output
+
+
+def test_bench_measures_every_solver_and_writes_json(tmp_path):
+    res = CliRunner().invoke(main, [
+        "bench", "--sizes", "300", "--dtypes", "float32", "--chunk", "300", "--natural-n", "64",
+        "--diffrax-n", "2", "--scipy-n", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    rows = {(r["workload"], r["solver"].split()[0] + " " + r["solver"].split()[1]): r
+            for r in result["rows"]}
+    assert set(rows) == {("cohort", "bonecohort rodas3"), ("natural", "bonecohort rodas3"),
+                         ("natural", "diffrax Tsit5"), ("natural", "diffrax Kvaerno5"),
+                         ("natural", "scipy solve_ivp"), ("core", "bonecohort rodas3"),
+                         ("core", "bone_models Pivonka")}
+    for r in result["rows"]:
+        assert r["patient_years_per_s"] > 0 and r["peak_rss_bytes"] > 0
+        if r["max_rel_error"] is not None:
+            assert 0 <= r["max_rel_error"] < 1e-3, r  # every solver meets 0.1 % BMD error
+    assert result["device"]["platform"] == "cpu"
+    assert "speed-up of bonecohort float32" in res.output
