@@ -1,3 +1,20 @@
-"""Shared fixtures. Importing bonecohort enables 64-bit types for the reference computations."""
+"""Shared set-up. Importing bonecohort enables 64-bit types for the reference computations.
 
-import bonecohort  # noqa: F401
+Compiled programs are kept in a persistent JAX compilation cache under .pytest_cache, shared
+by the test workers and the command-line subprocesses that some tests start (the same chunk
+programs are compiled in many processes otherwise). Set before jax is first used."""
+
+import os
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+import bonecohort  # noqa: E402, F401

@@ -140,7 +140,8 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
         tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
         rows = eligible_rows(patients, outputs, n_valid, study.eligibility, tscore_ref)
         rows = rows[:study.patients - kept]
-        failed += nonfinite_patients(patients, outputs, rows)
+        if len(rows):
+            failed += nonfinite_patients(patients, outputs, rows)
         # one part per chunk of the study's size, whatever the number of devices, so that the
         # dataset (and every sum over it) is laid out the same way
         per = chunk // len(devs)
