@@ -384,6 +384,11 @@ def parse_study(text: str, path: str = "<config>") -> Study:
     if not raw:
         raise ConfigError(f"{path}: the file is empty; a study needs [study], [population] "
                           "and at least one [[arms]] table (see configs/default.toml).")
+    return study_from_table(raw, path, text)
+
+
+def study_from_table(raw: dict, path: str, text: str) -> Study:
+    """Validate a parsed study (``raw``: the TOML tables; ``text``: what is hashed)."""
     _unknown_keys(raw, SECTIONS | OPTIONAL_SECTIONS, path, "top level")
     for sec in SECTIONS:
         if sec not in raw:

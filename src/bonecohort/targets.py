@@ -1,0 +1,284 @@
+"""Targets files: published trial results as virtual trials to fit and validate against.
+
+A targets file (TOML; configs/targets/public.toml documents the format) holds
+
+* ``[target_set]``: name, description, source, ``tolerance_pp`` (a BMD target fits if the model is
+  within max(tolerance_pp, its stated standard error) percentage points);
+* ``[[trials]]``: virtual trials written in the study language (population, eligibility, arms,
+  horizon, patients, seed), validated by the same code as a study (config.py);
+* ``[[targets]]``: one statistic of one trial: arm (and comparator), site, window, measure,
+  observed value and, where the source states a spread, its standard error (``se``) or 95 %
+  interval (``ci95``).
+
+Errors name the file, the trial or target and the field, like a study's (exit code 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import (ConfigError, Study, _check_int, _check_number, _check_str, _fail,
+                     _table, _unknown_keys, study_from_table)
+
+MODEL_SITES = ("femoral_neck", "lumbar_spine")
+BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
+FRACTURES = {"hip_fracture": "hip", "any_clinical_fracture": "mof"}
+BMD_MEASURES = ("pct_change_within_arm", "pct_change_difference_vs_comparator",
+                "annualized_pct_change")
+MEASURES = BMD_MEASURES + ("hazard_ratio",)
+NEEDS_COMPARATOR = ("pct_change_difference_vs_comparator", "hazard_ratio")
+ORIGINS = ("entry", "fmp")
+
+FILE_KEYS = {"target_set", "trials", "targets"}
+HEADER_KEYS = {"name", "description", "source", "tolerance_pp"}
+TRIAL_KEYS = {"name", "description", "horizon_years", "patients", "seed", "population",
+              "eligibility", "arms"}
+TARGET_KEYS = {"id", "trial", "arm", "comparator", "site", "model_site", "window", "measure",
+               "observed", "se", "se_from", "ci95", "n", "note", "source"}
+WINDOW_KEYS = {"from", "start_years", "end_years"}
+
+
+@dataclass(frozen=True)
+class Window:
+    origin: str  # "entry" or "fmp"
+    start: float  # years from the origin
+    end: float
+
+    @property
+    def years(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    description: str
+    study: Study  # population, eligibility, arms, horizon, patients, seed
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    trial: str
+    arm: str
+    comparator: str | None
+    site: str  # as published
+    model_site: str | None  # the simulated site a BMD target is read from; None: fractures
+    window: Window
+    measure: str
+    observed: float
+    se: float | None  # standard error of `observed` (log scale for hazard ratios)
+    n: int | None
+    note: str
+    source: str
+
+    @property
+    def fracture(self) -> str | None:
+        """'hip' or 'mof' for fracture targets."""
+        return FRACTURES.get(self.site)
+
+
+@dataclass(frozen=True)
+class TargetSet:
+    path: str
+    name: str
+    description: str
+    source: str
+    tolerance_pp: float
+    trials: dict  # name -> Trial
+    targets: tuple  # Target, in file order
+    sha256: str
+
+    def tolerance(self, target: Target) -> float:
+        """The fit criterion of ``target``: percentage points for BMD measures, the 95 %
+        half-width on the log scale for hazard ratios."""
+        if target.measure == "hazard_ratio":
+            return 1.96 * target.se
+        return max(self.tolerance_pp, target.se or 0.0)
+
+
+def _relabel(exc: ConfigError, path: str, prefix: str) -> ConfigError:
+    """A study-parser error, re-addressed to the trial it came from."""
+    msg = str(exc)
+    head = f"{path}: ["
+    return ConfigError(msg.replace(head, f"{head}{prefix}.", 1) if msg.startswith(head)
+                       else msg)
+
+
+def _parse_trial(raw, path, i, seed) -> Trial:
+    section = f"trials[{i}]"
+    raw = _table(raw, path, section)
+    _unknown_keys(raw, TRIAL_KEYS, path, section)
+    name = _check_str(raw.get("name"), path, section, "name")
+    section = f"trials[{i}] ('{name}')"
+    for key in ("population", "arms"):
+        if key not in raw:
+            _fail(path, section, key, "missing; a trial needs a population and its arms.")
+    study = {"name": name, "horizon_years": raw.get("horizon_years", 5),
+             "patients": raw.get("patients", 2000), "seed": raw.get("seed", seed),
+             "description": raw.get("description", "")}
+    tables = {"study": study, "population": raw["population"], "arms": raw["arms"]}
+    if "eligibility" in raw:
+        tables["eligibility"] = raw["eligibility"]
+    try:
+        parsed = study_from_table(tables, path, repr(sorted(raw.items())))
+    except ConfigError as exc:
+        raise _relabel(exc, path, section) from None
+    return Trial(name, str(raw.get("description", "")), parsed)
+
+
+def _choice(value, path, section, field, choices):
+    return _check_str(value, path, section, field, set(choices))
+
+
+def _parse_window(raw, path, section, trial: Trial) -> Window:
+    raw = _table(raw, path, f"{section}.window")
+    _unknown_keys(raw, WINDOW_KEYS, path, f"{section}.window")
+    for key in WINDOW_KEYS:
+        if key not in raw:
+            _fail(path, section, f"window.{key}", "missing (from = \"entry\" or \"fmp\", "
+                  "start_years, end_years).")
+    origin = _choice(raw["from"], path, section, "window.from", ORIGINS)
+    start = _check_number(raw["start_years"], path, section, "window.start_years", -30, 70)
+    end = _check_number(raw["end_years"], path, section, "window.end_years", -30, 70)
+    if end <= start:
+        _fail(path, section, "window.end_years", f"must be after start_years ({start}).")
+    horizon = trial.study.horizon_years
+    if origin == "entry" and (start < 0 or end > horizon):
+        _fail(path, section, "window", f"[{start}, {end}] years from entry is outside trial "
+              f"'{trial.name}' (0 to horizon_years = {horizon}).")
+    if origin == "fmp" and trial.study.population.male_fraction > 0:
+        _fail(path, section, "window.from", f"\"fmp\" needs a female trial; '{trial.name}' "
+              "includes men.")
+    return Window(origin, start, end)
+
+
+def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
+    section = f"targets[{i}]"
+    raw = _table(raw, path, section)
+    _unknown_keys(raw, TARGET_KEYS, path, section)
+    tid = _check_str(raw.get("id"), path, section, "id")
+    if tid in seen:
+        _fail(path, section, "id", f"duplicate target id '{tid}'.")
+    section = f"targets[{i}] ('{tid}')"
+    for key in ("trial", "arm", "site", "window", "measure", "observed"):
+        if key not in raw:
+            _fail(path, section, key, "missing.")
+    trial = trials.get(raw["trial"]) if isinstance(raw["trial"], str) else None
+    if trial is None:
+        close = difflib.get_close_matches(str(raw["trial"]), sorted(trials), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        _fail(path, section, "trial", f"'{raw['trial']}' is not a trial of this file "
+              f"({', '.join(trials)}).{hint}")
+    arms = [a.name for a in trial.study.arms]
+    arm = _choice(raw["arm"], path, section, "arm", arms)
+    measure = _choice(raw["measure"], path, section, "measure", MEASURES)
+    comparator = None
+    if measure in NEEDS_COMPARATOR:
+        if "comparator" not in raw:
+            _fail(path, section, "comparator", f"missing; {measure} compares two arms of "
+                  f"'{trial.name}' ({', '.join(arms)}).")
+        comparator = _choice(raw["comparator"], path, section, "comparator", arms)
+        if comparator == arm:
+            _fail(path, section, "comparator", "must differ from arm.")
+    elif "comparator" in raw:
+        _fail(path, section, "comparator", f"not used by {measure} (within one arm).")
+    site = _choice(raw["site"], path, section, "site", BMD_SITES + tuple(FRACTURES))
+    fracture = site in FRACTURES
+    if fracture != (measure == "hazard_ratio"):
+        _fail(path, section, "measure", f"{measure} does not apply to site '{site}' (hazard "
+              "ratios are for fracture sites, % changes for BMD sites).")
+    model_site = None
+    if not fracture:
+        default = site if site in MODEL_SITES else None
+        model_site = raw.get("model_site", default)
+        if model_site is None:
+            _fail(path, section, "model_site", f"missing; '{site}' is not simulated, name the "
+                  f"site that stands for it ({', '.join(MODEL_SITES)}).")
+        model_site = _choice(model_site, path, section, "model_site", MODEL_SITES)
+    elif "model_site" in raw:
+        _fail(path, section, "model_site", "only for BMD targets.")
+    window = _parse_window(raw["window"], path, section, trial)
+    lo_obs, hi_obs = (1e-3, 100.0) if fracture else (-100.0, 100.0)
+    observed = _check_number(raw["observed"], path, section, "observed", lo_obs, hi_obs)
+    se = None
+    if "se" in raw:
+        se = _check_number(raw["se"], path, section, "se", 1e-6, 100.0)
+    if "ci95" in raw:
+        ci = raw["ci95"]
+        if (not isinstance(ci, list) or len(ci) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in ci) or not ci[0] < observed < ci[1]):
+            _fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
+                  f"got {ci!r}.")
+        if fracture and ci[0] <= 0:
+            _fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
+        se_ci = ((math.log(ci[1]) - math.log(ci[0])) if fracture else (ci[1] - ci[0])) / 3.92
+        if se is not None and not math.isclose(se, se_ci, rel_tol=0.05):
+            _fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
+                  "give one of them.")
+        se = se_ci
+    if fracture and se is None:
+        _fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
+    n = _check_int(raw["n"], path, section, "n", 1, 10**7) if "n" in raw else None
+    text = {k: raw.get(k, "") for k in ("note", "source", "se_from")}
+    for key, value in text.items():
+        if not isinstance(value, str):
+            _fail(path, section, key, f"expected a string, got {value!r}.")
+    if not text["source"].strip():
+        _fail(path, section, "source", "missing; every target names its publication.")
+    return Target(tid, trial.name, arm, comparator, site, model_site, window, measure,
+                  observed, se, n, text["note"], text["source"])
+
+
+def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
+    """Validate a targets TOML text; raise ``ConfigError`` naming file, section and field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    _unknown_keys(raw, FILE_KEYS, path, "top level")
+    header = _table(raw.get("target_set", {}), path, "target_set")
+    _unknown_keys(header, HEADER_KEYS, path, "target_set")
+    rows = raw.get("targets")
+    trials_raw = raw.get("trials")
+    if not isinstance(trials_raw, list) or not trials_raw:
+        _fail(path, "trials", "(section)", "expected one or more [[trials]] tables.")
+    trials = {}
+    for i, t in enumerate(trials_raw):
+        trial = _parse_trial(t, path, i, seed=i + 1)
+        if trial.name in trials:
+            _fail(path, f"trials[{i}]", "name", f"duplicate trial name '{trial.name}'.")
+        trials[trial.name] = trial
+    if not isinstance(rows, list) or not rows:
+        _fail(path, "targets", "(section)", "expected one or more [[targets]] tables.")
+    targets, seen = [], set()
+    for i, r in enumerate(rows):
+        target = _parse_target(r, path, i, trials, seen)
+        seen.add(target.id)
+        targets.append(target)
+    return TargetSet(
+        path=path,
+        name=_check_str(header.get("name", Path(path).stem), path, "target_set", "name"),
+        description=str(header.get("description", "")),
+        source=str(header.get("source", "")),
+        tolerance_pp=_check_number(header.get("tolerance_pp", 1.0), path, "target_set",
+                                   "tolerance_pp", 0.0, 20.0),
+        trials=trials, targets=tuple(targets),
+        sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def load_targets(path) -> TargetSet:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot be read ({exc}).") from None
+    return parse_targets(text, str(p))
