@@ -323,3 +323,42 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
         sys.exit(2)
     click.echo(format_result(result))
     click.echo(f"written: {write_result(result, out)}")
+
+
+@main.command()
+@click.argument("targets", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--patients", type=int, help="Patients per trial (overrides the file).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for validation.parquet, validation.csv and validation.svg "
+              "(default: runs/validate-<target set name>).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the table.")
+def validate(targets, patients, out, quiet):
+    """Simulate the virtual trials of a TARGETS file (configs/targets/public.toml documents
+    the format) and print one row per target: observed, simulated, difference, z-score and
+    whether it lies within its tolerance. Writes the table (parquet and CSV) and a plot of
+    simulated against observed values.
+
+    Example: bonecohort validate configs/targets/public.toml --patients 500
+    """
+    from .targets import load_targets
+    from .validate import format_table, plot_validation, validation_table
+
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        ts = load_targets(targets)
+        if patients is not None and not 1 <= patients <= 10**6:
+            raise ConfigError(f"--patients {patients}: must be between 1 and 1,000,000.")
+        out = out or Path("runs") / f"validate-{ts.name}"
+        out.mkdir(parents=True, exist_ok=True)
+        table = validation_table(ts, patients=patients, log=log)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {targets}: {exc}", err=True)
+        sys.exit(2)
+    table.write_parquet(out / "validation.parquet")
+    table.write_csv(out / "validation.csv")
+    plot_validation(table, out / "validation.svg")
+    click.echo(format_table(table))
+    click.echo(f"written: {out}/validation.parquet, validation.csv, validation.svg")

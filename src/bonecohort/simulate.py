@@ -33,6 +33,7 @@ class Grid(NamedTuple):
     horizon_years: int
     steps_per_year: int = 12
     solver: str = "rodas3"  # a key of integrate.METHODS
+    outputs_per_year: int = 1  # read-outs after entry: 1 (year ends) or 12 (month ends)
 
 
 class ModelParams(NamedTuple):
@@ -83,10 +84,10 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
 
     ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,).
     Returns a dict of arrays: ``bv_entry`` (n_sites,), BV at entry relative to peak;
-    ``bv_rel`` (n_arms, n_sites, horizon_years), BV at the end of each year after entry
-    relative to BV at entry; ``oc_entry`` (n_sites,) and ``oc`` (n_arms, n_sites,
-    horizon_years): active osteoclasts relative to the reference steady state (resorption,
-    the turnover read-out) at entry and at the end of each year; ``e2_entry`` (pg/mL) and
+    ``bv_rel`` (n_arms, n_sites, horizon_years x outputs_per_year), BV at the end of each
+    year (or month) after entry relative to BV at entry; ``oc_entry`` (n_sites,) and ``oc``
+    (same shape as ``bv_rel``): active osteoclasts relative to the reference steady state
+    (resorption, the turnover read-out) at entry and at the same read-out times; ``e2_entry`` (pg/mL) and
     ``t_entry`` (ng/dL): untreated serum hormones at entry.
     """
     dtype = patient.age_entry.dtype
@@ -94,23 +95,24 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     h = jnp.asarray(DAYS_PER_YEAR / spy, dtype)
     life_start = patient.age_entry - grid.prefix_years
 
-    def run_site(site: SiteParams, y0, age0, inputs: StepInputs):
+    def run_site(site: SiteParams, y0, age0, inputs: StepInputs, per_output: int):
         rates = site_rhs(patient, model, steady, site, age0, life_start)
-        per_year = jax.tree.map(lambda v: v.reshape(-1, spy), inputs)
-        return integrate(rates, y0, jnp.zeros((), dtype), per_year, h, spy,
+        periods = jax.tree.map(lambda v: v.reshape(-1, per_output), inputs)
+        return integrate(rates, y0, jnp.zeros((), dtype), periods, h, per_output,
                          METHODS[grid.solver])
 
-    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None))
+    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None, None))
     n_sites = model.sites.turnover.shape[0]
     a, b = step_edges(life_start, grid.prefix_years, spy)
     y_entry, _ = sites_vmap(model.sites, jnp.ones((n_sites, 4), dtype), life_start,
-                            step_inputs(a, b, patient, None))
+                            step_inputs(a, b, patient, None), spy)
 
     a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
     inputs = [step_inputs(a, b, patient, arm) for arm in arms]
     stacked = jax.tree.map(lambda *v: jnp.stack(v), *inputs)
-    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0))
-    _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked)
+    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0, None))
+    _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked,
+                          spy // grid.outputs_per_year)
     # yearly: (arms, sites, years, 4)
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)

@@ -1,0 +1,97 @@
+"""`bonecohort validate`: every target of a targets file against the model (host side).
+
+One row per target: observed, simulated, difference, the fit tolerance, z-score and whether
+it fits. For BMD targets the tolerance is max(tolerance_pp, stated se) percentage points and
+z = difference / (stated se, else tolerance_pp). For hazard ratios both are on the log
+scale: z = (log simulated - log observed) / se(log HR), and the target fits if the simulated
+ratio lies inside the published 95 % interval.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jax.numpy as jnp
+import polars as pl
+
+from .fracture_reference import outcome_setup
+from .simulate import ModelParams, default_model
+from .targets import TargetSet
+from .trials import run_trials, target_value
+
+
+def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
+                     log=lambda m: None) -> pl.DataFrame:
+    model = default_model() if model is None else model
+    if patients is not None:
+        ts.trials.update({k: t.__class__(t.name, t.description, t.study.with_overrides(
+            patients=patients)) for k, t in ts.trials.items()})
+    results = run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
+                         jnp.float32, log)
+    rows = []
+    for t in ts.targets:
+        sim = float(target_value(t, ts.trials[t.trial], results[t.trial]))
+        tol = ts.tolerance(t)
+        if t.measure == "hazard_ratio":
+            diff = sim - t.observed
+            z = (math.log(sim) - math.log(t.observed)) / t.se
+            fits = abs(math.log(sim) - math.log(t.observed)) <= tol
+        else:
+            diff = sim - t.observed
+            z = diff / (t.se or ts.tolerance_pp)
+            fits = abs(diff) <= tol
+        rows.append({"id": t.id, "trial": t.trial, "arm": t.arm, "comparator": t.comparator,
+                     "site": t.site, "model_site": t.model_site, "measure": t.measure,
+                     "window": f"{t.window.origin} {t.window.start:+g} to {t.window.end:+g} y",
+                     "observed": t.observed, "simulated": sim, "difference": diff,
+                     "tolerance": tol, "z": z, "fits": fits,
+                     "patients": ts.trials[t.trial].study.patients, "source": t.source})
+    return pl.DataFrame(rows)
+
+
+def plot_validation(table: pl.DataFrame, path: Path):
+    """Simulated against observed, one point per target, identity line; BMD and hazard
+    ratios in two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [3, 1]})
+    for ax, hr in zip(axes, (False, True)):
+        part = table.filter((pl.col("measure") == "hazard_ratio") == hr)
+        if part.is_empty():
+            ax.set_visible(False)
+            continue
+        for fits, color in ((True, "tab:green"), (False, "tab:red")):
+            sub = part.filter(pl.col("fits") == fits)
+            ax.scatter(sub["observed"], sub["simulated"], color=color,
+                       label="fits" if fits else "outside tolerance")
+            for r in sub.iter_rows(named=True):
+                ax.annotate(r["id"], (r["observed"], r["simulated"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        lo = min(part["observed"].min(), part["simulated"].min())
+        hi = max(part["observed"].max(), part["simulated"].max())
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+        ax.set_xlabel("observed" + (" hazard ratio" if hr else " (% BMD change)"))
+        ax.set_ylabel("simulated")
+        ax.set_title("fracture hazard ratios" if hr else "BMD targets")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_table(table: pl.DataFrame) -> str:
+    lines = [f"{'id':<6} {'measure':<36} {'site':<22} {'observed':>9} {'simulated':>9} "
+             f"{'diff':>7} {'z':>6}  fits"]
+    for r in table.iter_rows(named=True):
+        lines.append(f"{r['id']:<6} {r['measure']:<36} {r['site']:<22} {r['observed']:>9.2f} "
+                     f"{r['simulated']:>9.2f} {r['difference']:>7.2f} {r['z']:>6.2f}  "
+                     f"{'yes' if r['fits'] else 'no'}")
+    bmd = table.filter(pl.col("measure") != "hazard_ratio")
+    lines.append(f"{int(bmd['fits'].sum())} of {bmd.height} BMD targets within tolerance; "
+                 f"{int(table.filter(pl.col('measure') == 'hazard_ratio')['fits'].sum())} of "
+                 f"{table.height - bmd.height} hazard ratios inside their 95 % interval.")
+    return "\n".join(lines)
