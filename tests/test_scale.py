@@ -67,7 +67,8 @@ def same_results(a, b):
     pb = pl.read_parquet(b / "patients" / "*.parquet").sort("arm", "patient_id")
     assert pa.height == 2 * 1500 and pa.equals(pb)
     for name in OUTPUTS:
-        assert pl.read_parquet(a / f"{name}.parquet").equals(pl.read_parquet(b / f"{name}.parquet")), name
+        same = pl.read_parquet(a / f"{name}.parquet").equals(pl.read_parquet(b / f"{name}.parquet"))
+        assert same, name
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .cohort import cast_tree, chunk_ids, make_chunk_runner, reference_steady_state
-from .exposure import StepInputs
 from .integrate import METHODS, integrate
 from .model.cells import cell_rates
 from .model.params import CellAction, CoreParams, Dosing

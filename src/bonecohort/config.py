@@ -463,13 +463,17 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
     )
 
 
-def load_study(path) -> Study:
-    """Read and validate a study file."""
+def read_text(path) -> str:
+    """The text of a config file; a missing or unreadable file is a ``ConfigError``."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot be read ({exc}).") from None
-    return parse_study(text, str(p))
+
+
+def load_study(path) -> Study:
+    """Read and validate a study file."""
+    return parse_study(read_text(path), str(path))

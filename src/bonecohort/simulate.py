@@ -87,8 +87,8 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     ``bv_rel`` (n_arms, n_sites, horizon_years x outputs_per_year), BV at the end of each
     year (or month) after entry relative to BV at entry; ``oc_entry`` (n_sites,) and ``oc``
     (same shape as ``bv_rel``): active osteoclasts relative to the reference steady state
-    (resorption, the turnover read-out) at entry and at the same read-out times; ``e2_entry`` (pg/mL) and
-    ``t_entry`` (ng/dL): untreated serum hormones at entry.
+    (resorption, the turnover read-out) at entry and at the same read-out times;
+    ``e2_entry`` (pg/mL) and ``t_entry`` (ng/dL): untreated serum hormones at entry.
     """
     dtype = patient.age_entry.dtype
     spy = grid.steps_per_year

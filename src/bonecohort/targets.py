@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (ConfigError, Study, _check_int, _check_number, _check_str, _fail,
-                     _table, _unknown_keys, study_from_table)
+                     _table, _unknown_keys, read_text, study_from_table)
 
 MODEL_SITES = ("femoral_neck", "lumbar_spine")
 BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
@@ -274,11 +274,5 @@ def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
 
 
 def load_targets(path) -> TargetSet:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot be read ({exc}).") from None
-    return parse_targets(text, str(p))
+    """Read and validate a targets file."""
+    return parse_targets(read_text(path), str(path))
