@@ -136,9 +136,11 @@ def test_distributed_run_refuses_eligibility_and_bad_device_counts(tmp_path):
 
 
 def test_bench_measures_every_solver_and_writes_json(tmp_path):
+    cfg = tmp_path / "scale.toml"
+    cfg.write_text(STUDY)
     res = CliRunner().invoke(main, [
         "bench", "--sizes", "300", "--dtypes", "float32", "--chunk", "300", "--natural-n", "64",
-        "--diffrax-n", "2", "--scipy-n", "2", "--out", str(tmp_path)])
+        "--diffrax-n", "2", "--scipy-n", "2", "--config", str(cfg), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())

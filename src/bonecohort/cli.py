@@ -293,10 +293,12 @@ def _sizes(ctx, param, value):
 @click.option("--scipy-n", default=16, show_default=True,
               help="Patients solved one at a time by scipy LSODA and by bone_models.")
 @click.option("--no-peers", is_flag=True, help="Skip diffrax, scipy and bone_models.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Study whose chunk is the full-model workload (default: configs/default.toml).")
 @click.option("--out", default="benchmarks/results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the JSON result.")
-def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, out):
+def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, config, out):
     """Measure patient-years per second and peak memory of the full default model at several
     cohort sizes and dtypes, and, on the same workloads, diffrax (Tsit5, Kvaerno5), scipy
     LSODA and the bone_models Pivonka model, each with its error against a float64 Radau
@@ -314,9 +316,13 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
         sys.exit(2)
     opts = BenchOptions(sizes=sizes + ((10_000_000,) if large else ()), dtypes=names,
                         chunk=chunk, peers=not no_peers, natural_n=natural_n,
-                        diffrax_n=diffrax_n, scipy_n=scipy_n)
+                        diffrax_n=diffrax_n, scipy_n=scipy_n,
+                        **({"config": config} if config else {}))
     try:
         result = run_bench(opts, log=lambda m: click.echo(m, err=True))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except ImportError as exc:
         click.echo(f"error: a peer solver is not installed ({exc}); install the bench extra "
                    "(pip install -e '.[bench]') or pass --no-peers.", err=True)
