@@ -2,7 +2,8 @@
 
 Compiled programs are kept in a persistent JAX compilation cache under .pytest_cache, shared
 by the test workers and the command-line subprocesses that some tests start (the same chunk
-programs are compiled in many processes otherwise). Set before jax is first used."""
+programs are compiled in many processes otherwise), and so is the fracture reference
+population. Set before jax is first used."""
 
 import os
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+# the fracture reference population, likewise shared (fracture_reference._disk_path)
+os.environ.setdefault("BONECOHORT_CACHE", str(CACHE.parent / "bonecohort"))
 
 import jax  # noqa: E402
 

@@ -106,3 +106,25 @@ def test_hip_probability_of_65_year_old_woman_near_frax():
     hip, mof = (float(x) for x in frax_style_probability(65.0, 0, -2.3, setup))
     assert 2.2 / 1.5 < 100 * hip < 2.2 * 1.5
     assert 10.0 / 1.5 < 100 * mof < 10.0 * 1.5
+
+
+def test_reference_population_is_stored_on_disk_and_read_back(tmp_path, monkeypatch, setup):
+    """A second process reads the reference population (the same numbers) instead of
+    simulating it again; BONECOHORT_CACHE=off stores nothing."""
+    import bonecohort.fracture_reference as ref
+
+    model, epi = default_model(), load_tables()
+    args = (model, epi, setup.fracture, (STUDY.outcomes.tscore_mean, STUDY.outcomes.tscore_sd))
+    monkeypatch.setenv("BONECOHORT_CACHE", str(tmp_path))
+    monkeypatch.setattr(ref, "_CACHE", {})
+    computed = ref.build_norm(*args)
+    (stored,) = tmp_path.glob("reference-*.npz")
+    monkeypatch.setattr(ref, "_CACHE", {})
+    monkeypatch.setattr(ref, "_simulate_reference", None)  # a read must not simulate
+    loaded = ref.build_norm(*args)
+    for a, b in zip(computed, loaded):
+        np.testing.assert_array_equal(a, b)
+    stored.unlink()
+    monkeypatch.setenv("BONECOHORT_CACHE", "off")
+    monkeypatch.setattr(ref, "_CACHE", {})
+    assert ref._disk_path(("any",)) is None

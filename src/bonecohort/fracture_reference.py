@@ -14,10 +14,14 @@ through ages 50-110 (seed 0, 2,000 per sex, float32). From it, per sex and integ
   patient enters with one with this probability).
 
 The cohort depends only on the model, the fracture constants and the tables, so results are
-deterministic; it is computed once per process and cached.
+deterministic; it is computed once, cached in the process and on disk (``_disk_path``).
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +70,14 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
     key = (fingerprint(model), fingerprint(epi), repr(fp), tuple(tscore_ref))
     if key in _CACHE:
         return _CACHE[key]
+    stored = _disk_path(key)
+    if stored is not None and stored.exists():
+        try:
+            with np.load(stored) as f:
+                _CACHE[key] = Norm(*(f[name] for name in Norm._fields))
+            return _CACHE[key]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: compute it again
     male, tscore, oc = _simulate_reference(model, tscore_ref)
     rel_fn = jax.jit(jax.vmap(relative_hazards, in_axes=(None, 0, 0, None)))
     tbar = np.zeros((2, MAX_AGE))
@@ -96,7 +108,32 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
         prevalence[sex, last + 1:] = prevalence[sex, last]
     norm = Norm(tbar=tbar, c=c, turnover_mean=turnover_mean, prior_prevalence=prevalence)
     _CACHE[key] = norm
+    if stored is not None:
+        try:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stored.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **norm._asdict())
+            os.replace(tmp, stored)
+        except OSError:
+            pass  # a read-only cache only costs the recomputation
     return norm
+
+
+def _disk_path(key) -> Path | None:
+    """Where earlier processes left this reference population: ``$BONECOHORT_CACHE`` (``off``
+    disables it), else ``$XDG_CACHE_HOME/bonecohort`` or ``~/.cache/bonecohort``. The name
+    hashes the model, tables and constants, jax's version and the package's source code, so
+    any change of them computes it afresh."""
+    where = os.environ.get("BONECOHORT_CACHE")
+    if where == "off":
+        return None
+    if not where:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        where = Path(base) / "bonecohort"
+    h = hashlib.sha256(repr((key, jax.__version__)).encode())
+    for src in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(src.read_bytes())
+    return Path(where) / f"reference-{h.hexdigest()[:32]}.npz"
 
 
 def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
