@@ -126,7 +126,10 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
                 f"{study.path}: [eligibility]: only {kept:,} of {screened:,} simulated patients "
                 f"({100 * kept / screened:.2f} %) are eligible; the study needs "
                 f"{study.patients:,}. Widen [eligibility] or [population].")
-        n_valid = min(chunk, study.patients - screened) if study.eligibility.is_open else chunk
+        # up to the next step boundary (a resumed step may be partly done)
+        n_valid = chunk - screened % chunk
+        if study.eligibility.is_open:
+            n_valid = min(n_valid, study.patients - screened)
         if screened in done:  # finished before an interruption
             entry = done[screened]
             screened, kept = screened + entry["simulated"], kept + entry["kept"]
@@ -250,6 +253,20 @@ def publish(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
+SUMMARY_DIGITS = 10
+
+
+def _stable(df: pl.DataFrame) -> pl.DataFrame:
+    """Float columns rounded to ``SUMMARY_DIGITS`` significant digits: polars' multithreaded
+    group-by sums add in an order that varies between runs (the last 1-2 bits of a mean or
+    an interval differ), and results of the same run must be the same files."""
+    def rounded(s: pl.Series) -> pl.Series:
+        return pl.Series(s.name, [None if v is None else float(f"{v:.{SUMMARY_DIGITS}g}")
+                                  for v in s.to_list()], dtype=s.dtype)
+
+    return df.with_columns([rounded(df[c]) for c, dt in df.schema.items() if dt.is_float()])
+
+
 def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> dict:
     """Summaries, manifest and report of the parts in ``work`` (group-bys on
     ``scan_parquet``: the per-patient table is never held in memory)."""
@@ -261,6 +278,7 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> 
         "cumulative": cumulative_incidence(lazy, study.horizon_years, arms),
         "tscores": tscore_distribution(lazy, arms),
     }
+    results = {name: _stable(df) for name, df in results.items()}
     for name, df in results.items():
         tmp = work / f".{name}.parquet.tmp"
         df.write_parquet(tmp)
