@@ -24,7 +24,8 @@ from .fracture_reference import outcome_setup
 from .report import write_report
 from .simulate import ModelParams, default_model
 from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
-from .tables import eligible_rows, nonfinite_patients, patient_table
+from .tables import (MAX_SCREENED_PER_PATIENT, eligible_rows, nonfinite_patients,
+                     patient_table)
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
 
@@ -37,7 +38,6 @@ class EligibilityError(ConfigError):
     """Eligibility keeps too few simulated patients to fill the study."""
 
 
-MAX_SCREENED_PER_PATIENT = 50  # give up if fewer than 1 in 50 simulated patients is eligible
 
 
 PATIENT_PARTS = "patients"  # folder of per-patient parquet parts in a run directory

@@ -75,6 +75,9 @@ def fn_bmd_and_tscore_entry(p, out, tscore_ref):
     return bmd, (bmd - tscore_ref[0]) / tscore_ref[1]
 
 
+MAX_SCREENED_PER_PATIENT = 50  # give up if fewer than 1 in 50 simulated patients is eligible
+
+
 def eligible_rows(patients, outputs, n_valid: int, eligibility,
                   tscore_ref=(0.858, 0.120)) -> np.ndarray:
     """Indices (among the first ``n_valid``) of patients meeting ``eligibility`` at entry."""

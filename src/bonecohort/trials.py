@@ -26,11 +26,10 @@ import numpy as np
 
 from .cohort import make_chunk_runner
 from .model.params import SITE_NAMES
-from .tables import eligible_rows
+from .tables import MAX_SCREENED_PER_PATIENT, eligible_rows
 from .targets import Target, TargetSet, Trial
 
 MONTHS = 12
-MAX_SCREENED_PER_PATIENT = 50
 
 
 @dataclass

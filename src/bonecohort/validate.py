@@ -10,6 +10,7 @@ ratio lies inside the published 95 % interval.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -25,20 +26,19 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
                      log=lambda m: None) -> pl.DataFrame:
     model = default_model() if model is None else model
     if patients is not None:
-        ts.trials.update({k: t.__class__(t.name, t.description, t.study.with_overrides(
-            patients=patients)) for k, t in ts.trials.items()})
+        ts = replace(ts, trials={k: replace(t, study=t.study.with_overrides(patients=patients))
+                                 for k, t in ts.trials.items()})
     results = run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
                          jnp.float32, log)
     rows = []
     for t in ts.targets:
         sim = float(target_value(t, ts.trials[t.trial], results[t.trial]))
         tol = ts.tolerance(t)
+        diff = sim - t.observed
         if t.measure == "hazard_ratio":
-            diff = sim - t.observed
             z = (math.log(sim) - math.log(t.observed)) / t.se
             fits = abs(math.log(sim) - math.log(t.observed)) <= tol
         else:
-            diff = sim - t.observed
             z = diff / (t.se or ts.tolerance_pp)
             fits = abs(diff) <= tol
         rows.append({"id": t.id, "trial": t.trial, "arm": t.arm, "comparator": t.comparator,
