@@ -42,6 +42,12 @@ def reference_steady_state(model: ModelParams, dtype):
     return jnp.asarray(jnp.stack(steady_state(cast_tree(model.core, jnp.float64))), dtype)
 
 
+def cast_setup(setup: OutcomeSetup, dtype) -> OutcomeSetup:
+    """``cast_tree`` of an outcome setup, keeping its static ``probability_ages``."""
+    return cast_tree(setup._replace(probability_ages=()), dtype)._replace(
+        probability_ages=setup.probability_ages)
+
+
 def fingerprint(tree) -> str:
     """Content hash of a pytree of constants (for caching compiled functions)."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -97,25 +103,35 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
 def _compile(spec, model, arms, grid, dtype, outcomes):
     model_d = cast_tree(model, dtype)
     steady = reference_steady_state(model, dtype)
-    setup = None
-    if outcomes is not None:
-        ages = outcomes.probability_ages
-        setup = cast_tree(outcomes._replace(probability_ages=()), dtype)._replace(
-            probability_ages=ages, incidence=jnp.asarray(outcomes.incidence, dtype))
+    setup = None if outcomes is None else cast_setup(outcomes, dtype)
 
     @jax.jit
     def run(seed, ids):
-        def one(pid):
-            patient = sample_patient(seed, pid, spec, dtype)
-            out = simulate_patient(patient, model_d, steady, arms, grid)
-            if setup is not None:
-                key = jax.random.fold_in(jax.random.key(seed), pid)
-                out = {**out, **patient_outcomes(patient, out, setup, key)}
-            return patient, out
-
-        return jax.vmap(one)(ids)
+        return jax.vmap(lambda pid: run_patient(seed, pid, spec, model_d, steady, arms, grid,
+                                                setup))(ids)
 
     return run
+
+
+def year_ends(sim: dict, per_year: int) -> dict:
+    """``simulate_patient`` outputs read ``per_year`` times a year, reduced to year ends."""
+    if per_year == 1:
+        return sim
+    return {**sim, "bv_rel": sim["bv_rel"][..., per_year - 1::per_year],
+            "oc": sim["oc"][..., per_year - 1::per_year]}
+
+
+def run_patient(seed, pid, spec: PopulationSpec, model: ModelParams, steady, arms: tuple,
+                grid: Grid, setup: OutcomeSetup | None):
+    """Sample patient ``pid`` and simulate her or him (constants already in the run's dtype);
+    with ``setup``, add the outcomes, computed on year-end read-outs."""
+    patient = sample_patient(seed, pid, spec, steady.dtype)
+    out = simulate_patient(patient, model, steady, arms, grid)
+    if setup is not None:
+        key = jax.random.fold_in(jax.random.key(seed), pid)
+        out = {**out, **patient_outcomes(patient, year_ends(out, grid.outputs_per_year), setup,
+                                         key)}
+    return patient, out
 
 
 def chunk_ids(start: int, stop: int, chunk_size: int):

@@ -143,7 +143,7 @@ def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> 
         epi = load_tables(opts.tables) if opts.tables else load_tables()
     except EpidemiologyError as exc:
         raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
-    fracture = FractureParams()
+    fracture = model.fracture
     norm = build_norm(model, epi, fracture, (opts.tscore_mean, opts.tscore_sd))
     return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=fracture,
                         tscore_mean=opts.tscore_mean, tscore_sd=opts.tscore_sd,

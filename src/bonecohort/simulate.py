@@ -14,6 +14,7 @@ continues from the state at entry; arms are vmapped (one compiled branch for all
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -24,6 +25,7 @@ from .integrate import METHODS, integrate
 from .model.hormones import hormone_action
 from .model.params import CoreParams, HormoneParams, SiteParams, default_sites
 from .model.site import DAYS_PER_YEAR, site_rates
+from .outcomes import FractureParams
 from .population import Patient
 from .protocol import step_inputs
 
@@ -37,16 +39,30 @@ class Grid(NamedTuple):
 
 
 class ModelParams(NamedTuple):
-    """All model constants as one pytree (``sites`` stacked on a leading site axis)."""
+    """All model constants as one pytree (``sites`` stacked on a leading site axis), the
+    fracture-risk constants included (their turnover exponent is fitted with the rest)."""
 
     core: CoreParams
     hormones: HormoneParams
     endocrine: EndocrineParams
     sites: SiteParams
+    fracture: FractureParams = FractureParams()
+
+
+def hand_set_model() -> ModelParams:
+    """The constants as set by hand in model/params.py and outcomes.py (the start of a fit)."""
+    return ModelParams(CoreParams(), HormoneParams(), EndocrineParams(), default_sites())
+
+
+SHIPPED_PARAMETERS = Path(__file__).parent / "parameters" / "public.toml"
 
 
 def default_model() -> ModelParams:
-    return ModelParams(CoreParams(), HormoneParams(), EndocrineParams(), default_sites())
+    """The model every command uses: the hand-set constants with the shipped calibration
+    (``parameters/public.toml``, fitted to configs/targets/public.toml) applied."""
+    from .parameters import load_parameters
+
+    return load_parameters(SHIPPED_PARAMETERS, hand_set_model())
 
 
 def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):

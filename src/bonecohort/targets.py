@@ -19,8 +19,10 @@ import difflib
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from .config import (ConfigError, Study, _check_int, _check_number, _check_str, _fail,
                      _table, _unknown_keys, read_text, study_from_table)
@@ -100,6 +102,26 @@ class TargetSet:
         if target.measure == "hazard_ratio":
             return 1.96 * target.se
         return max(self.tolerance_pp, target.se or 0.0)
+
+    def with_patients(self, patients: int | None) -> "TargetSet":
+        """This set with every trial's ``patients`` replaced (None: as in the file)."""
+        if patients is None:
+            return self
+        return replace(self, trials={k: replace(t, study=t.study.with_overrides(patients=patients))
+                                     for k, t in self.trials.items()})
+
+    def residual(self, target: Target, simulated, xp=np):
+        """Misfit in units of the tolerance (|r| <= 1: the target fits): the difference for
+        BMD measures, the log ratio for hazard ratios. Works on numpy or JAX values."""
+        log = target.measure == "hazard_ratio"
+        return misfit(simulated, target.observed, self.tolerance(target), log, xp)
+
+
+def misfit(simulated, observed, tolerance, log_scale, xp=np):
+    """(simulated - observed) / tolerance, on the log scale where ``log_scale`` (elementwise;
+    the inner ``where`` keeps the log and its gradient finite on the other entries)."""
+    ratio = xp.where(log_scale, simulated, 1.0) / xp.where(log_scale, observed, 1.0)
+    return xp.where(log_scale, xp.log(ratio), simulated - observed) / tolerance
 
 
 def _relabel(exc: ConfigError, path: str, prefix: str) -> ConfigError:

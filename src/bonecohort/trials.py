@@ -12,19 +12,22 @@ means, the mean divided by the window's years, and, for fractures, the ratio of 
 expected first fractures over the trial's horizon (hip, or major osteoporotic fractures for
 "any clinical fracture") in the arm over the comparator.
 
-``target_value`` works on JAX or numpy arrays, so the same read-out serves validation (here)
-and, later, differentiable fitting.
+``target_value`` works on JAX or numpy arrays, so the same read-out serves validation and
+fitting: ``trial_function`` re-simulates a screened trial's patients (fixed ids, so a fixed
+virtual population and a deterministic statistic) as a jitted, differentiable function of
+the model's constants. Eligibility and the months of each window are those found at
+screening; a fit holds them fixed while the constants move.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cohort import make_chunk_runner
+from .cohort import cast_setup, cast_tree, make_chunk_runner, run_patient
 from .model.params import SITE_NAMES
 from .tables import MAX_SCREENED_PER_PATIENT, eligible_rows
 from .targets import Target, TargetSet, Trial
@@ -44,12 +47,22 @@ class TrialResult:
     screened: int
 
 
+def with_month_zero(bv_rel):
+    """BV at month ends after entry, (..., months), with month 0 (entry, BV 1) prepended."""
+    return jnp.concatenate([jnp.ones(bv_rel.shape[:-1] + (1,), bv_rel.dtype), bv_rel], axis=-1)
+
+
+def expected_fractures(out) -> dict:
+    return {"hip": out["exp_hip_horizon"], "mof": out["exp_mof_horizon"]}
+
+
 def _screen(trial: Trial, model, setup, dtype):
     """Simulate ids in order until ``trial.study.patients`` are eligible."""
     study = trial.study
     n = study.patients
     grid = study.grid._replace(outputs_per_year=MONTHS)
-    runner = make_chunk_runner(study.seed, study.population, model, study.arms, grid, dtype)
+    runner = make_chunk_runner(study.seed, study.population, model, study.arms, grid, dtype,
+                               setup)
     tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
     kept, screened = [], 0
     while sum(len(k[0]) for k in kept) < n:
@@ -63,17 +76,12 @@ def _screen(trial: Trial, model, setup, dtype):
         screened += n
     ids = np.concatenate([k[0] for k in kept])[:n]
     pick = lambda f: np.concatenate([f(k) for k in kept])[:n]  # noqa: E731
-    bv = pick(lambda k: k[2]["bv_rel"][k[3]])
-    bv = np.concatenate([np.ones(bv.shape[:-1] + (1,), bv.dtype), bv], axis=-1)
+    out = {name: pick(lambda k: k[2][name][k[3]])
+           for name in ("bv_rel",) + (("exp_hip_horizon", "exp_mof_horizon") if setup else ())}
     p = lambda name: pick(lambda k: np.asarray(getattr(k[1], name))[k[3]])  # noqa: E731
-    expected = {}
-    if setup is not None:
-        yearly = make_chunk_runner(study.seed, study.population, model, study.arms,
-                                   study.grid, dtype, setup)
-        _, out = jax.device_get(yearly(jnp.asarray(ids, jnp.uint32)))
-        expected = {"hip": out["exp_hip_horizon"], "mof": out["exp_mof_horizon"]}
-    return TrialResult(ids, p("age_entry"), np.minimum(p("fmp_age"), p("surgery_age")), bv,
-                       expected, screened)
+    return TrialResult(ids, p("age_entry"), np.minimum(p("fmp_age"), p("surgery_age")),
+                       np.asarray(with_month_zero(out["bv_rel"])),
+                       expected_fractures(out) if setup else {}, screened)
 
 
 def window_months(target: Target, res: TrialResult, months: int):
@@ -114,6 +122,30 @@ def target_value(target: Target, trial: Trial, res: TrialResult, xp=np):
     if target.measure == "annualized_pct_change":
         value = value / target.window.years
     return value
+
+
+def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype):
+    """Jitted ``model -> (len(targets),)`` simulated statistics of ``targets`` (all of
+    ``trial``) on the patients of ``res``. ``steady``: the Pivonka steady state in ``dtype``
+    (the core constants are not differentiated); ``setup``: the fracture OutcomeSetup when a
+    target is a hazard ratio (its reference population is held fixed, its fracture constants
+    are the model's)."""
+    study = trial.study
+    grid = study.grid._replace(outputs_per_year=MONTHS)
+    ids = jnp.asarray(res.ids, jnp.uint32)
+    seed = jnp.asarray(study.seed, jnp.uint32)
+    setup_d = None if setup is None else cast_setup(setup, dtype)
+
+    def values(model):
+        model_d = cast_tree(model, dtype)
+        s = None if setup_d is None else setup_d._replace(fracture=model_d.fracture)
+        _, out = jax.vmap(lambda pid: run_patient(seed, pid, study.population, model_d, steady,
+                                                  study.arms, grid, s))(ids)
+        now = replace(res, bv=with_month_zero(out["bv_rel"]),
+                      expected=expected_fractures(out) if s is not None else {})
+        return jnp.stack([target_value(t, trial, now, jnp) for t in targets])
+
+    return jax.jit(values)
 
 
 def run_trials(ts: TargetSet, model, setup_for, dtype=jnp.float32, log=lambda m: None):

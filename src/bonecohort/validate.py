@@ -10,7 +10,6 @@ ratio lies inside the published 95 % interval.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -25,9 +24,7 @@ from .trials import run_trials, target_value
 def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
                      log=lambda m: None) -> pl.DataFrame:
     model = default_model() if model is None else model
-    if patients is not None:
-        ts = replace(ts, trials={k: replace(t, study=t.study.with_overrides(patients=patients))
-                                 for k, t in ts.trials.items()})
+    ts = ts.with_patients(patients)
     results = run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
                          jnp.float32, log)
     rows = []
@@ -35,12 +32,11 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
         sim = float(target_value(t, ts.trials[t.trial], results[t.trial]))
         tol = ts.tolerance(t)
         diff = sim - t.observed
+        fits = bool(abs(ts.residual(t, sim)) <= 1.0)
         if t.measure == "hazard_ratio":
             z = (math.log(sim) - math.log(t.observed)) / t.se
-            fits = abs(math.log(sim) - math.log(t.observed)) <= tol
         else:
             z = diff / (t.se or ts.tolerance_pp)
-            fits = abs(diff) <= tol
         rows.append({"id": t.id, "trial": t.trial, "arm": t.arm, "comparator": t.comparator,
                      "site": t.site, "model_site": t.model_site, "measure": t.measure,
                      "window": f"{t.window.origin} {t.window.start:+g} to {t.window.end:+g} y",

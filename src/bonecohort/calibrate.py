@@ -1,0 +1,197 @@
+"""Fitting the uncertain constants to a targets file by gradients through the simulation.
+
+Objective (one number, deterministic): the sum over targets of the squared misfit in units
+of each target's tolerance (``TargetSet.residual``: |r| <= 1 is the fit criterion of
+``validate``), plus a weak Gaussian prior on each fitted constant's unconstrained
+coordinate around its starting value,
+
+    L(theta) = sum_targets r_i(theta)^2 + sum_j ((theta_j - theta0_j) / prior_sd)^2,
+
+which keeps constants the targets cannot separate (e.g. RANKL vs OPG action) near their
+hand-set values instead of drifting along flat directions. Each trial is screened once with
+the starting constants; its patients, their eligibility and the months of each window then
+stay fixed (trials.trial_function), so L is a smooth function of theta and ``jax.grad``
+runs through the whole simulation (scan of implicit steps, fracture read-out).
+
+Optimizer: optax Adam on theta with a cosine-decaying step; the best iterate is kept. The shell (``fit`` here, CLI in
+cli.py) prints progress; the per-trial value-and-gradient functions are jitted once.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .cohort import reference_steady_state
+from .fracture_reference import outcome_setup
+from .parameters import Free, from_theta, to_theta
+from .targets import TargetSet, misfit
+from .trials import run_trials, trial_function
+
+
+class Objective:
+    """The fit objective of ``ts`` over ``frees``, on a virtual population screened once
+    with ``start`` (a ModelParams)."""
+
+    def __init__(self, ts: TargetSet, start, frees, dtype=jnp.float64,
+                 prior_sd: float | None = 1.0, log=lambda m: None):
+        self.ts, self.start, self.frees = ts, start, tuple(frees)
+        self.theta0 = to_theta(start, self.frees)
+        self.prior_sd = prior_sd
+        setups = {}
+
+        def setup_for(trial):
+            setups[trial.name] = outcome_setup(trial.study.outcomes, start)
+            return setups[trial.name]
+
+        self.screened = run_trials(ts, start, setup_for, dtype, log)
+        steady = reference_steady_state(start, dtype)
+        self.parts = []  # (target indices, jitted value-and-grad)
+        for name, trial in ts.trials.items():
+            idx = [i for i, t in enumerate(ts.targets) if t.trial == name]
+            if idx:
+                values = trial_function(trial, [ts.targets[i] for i in idx],
+                                        self.screened[name], setups.get(name), steady, dtype)
+                self.parts.append((np.asarray(idx), self._part(values)))
+        self.observed = np.array([t.observed for t in ts.targets])
+        self.tolerance = np.array([ts.tolerance(t) for t in ts.targets])
+        self.log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
+
+    def _part(self, values):
+        def loss(theta, observed, tolerance, log_scale):
+            sim = values(from_theta(self.start, self.frees, theta))
+            r = misfit(sim, observed, tolerance, log_scale, jnp)
+            return jnp.sum(r ** 2), sim
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    def retarget(self, observed):
+        """The same objective (same population, compiled functions) for other observed
+        values, in file order (recovery of known constants from simulated targets)."""
+        new = copy.copy(self)
+        new.observed = np.asarray(observed, np.float64)
+        return new
+
+    def prior(self, theta):
+        if self.prior_sd is None:
+            return 0.0, jnp.zeros_like(theta)
+        d = (theta - self.theta0) / self.prior_sd
+        return jnp.sum(d ** 2), 2.0 * d / self.prior_sd
+
+    def __call__(self, theta):
+        """(L, dL/dtheta, simulated value of every target in file order)."""
+        theta = jnp.asarray(theta, jnp.float64)
+        total, grad = self.prior(theta)
+        sim = np.zeros(len(self.ts.targets))
+        for idx, part in self.parts:
+            (loss, values), g = part(theta, self.observed[idx], self.tolerance[idx],
+                                     self.log_scale[idx])
+            total, grad = total + loss, grad + g
+            sim[idx] = np.asarray(values, np.float64)
+        return float(total), np.asarray(grad, np.float64), sim
+
+    def residuals(self, sim):
+        return misfit(sim, self.observed, self.tolerance, self.log_scale)
+
+    def fits(self, sim) -> int:
+        return int(np.sum(np.abs(self.residuals(sim)) <= 1.0))
+
+
+@dataclass
+class FitResult:
+    model: object  # ModelParams with the best constants
+    frees: tuple
+    theta: np.ndarray
+    loss_start: float
+    loss: float
+    fits_start: int
+    fits: int
+    steps: int
+    history: list  # (step, loss, fits) per step
+    seconds: float
+
+
+def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
+        log=lambda m: None) -> FitResult:
+    """Adam on the unconstrained coordinates from the starting constants, its step size
+    decaying from ``learning_rate`` to 1 % of it along a cosine over ``steps`` (so the last
+    steps settle instead of oscillating at the step size); keeps the best iterate."""
+    import optax
+
+    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.01))
+    theta = np.asarray(objective.theta0)
+    state = opt.init(jnp.asarray(theta))
+    best = None
+    history = []
+    t0 = time.perf_counter()
+    for step in range(steps + 1):
+        loss, grad, sim = objective(theta)
+        if not (math.isfinite(loss) and np.all(np.isfinite(grad))):
+            raise FloatingPointError(f"step {step}: the objective or its gradient is not "
+                                     "finite; lower the learning rate.")
+        fits = objective.fits(sim)
+        history.append((step, loss, fits))
+        if best is None or loss < best[0]:
+            best = (loss, theta, fits)
+        log(f"step {step:4d}  loss {loss:11.4f}  fits {fits}/{len(sim)}  "
+            f"|grad| {np.linalg.norm(grad):9.3g}  {time.perf_counter() - t0:7.1f} s")
+        if step == steps:
+            break
+        updates, state = opt.update(jnp.asarray(grad), state)
+        theta = np.asarray(optax.apply_updates(jnp.asarray(theta), updates))
+    loss, theta, fits = best
+    return FitResult(from_theta(objective.start, objective.frees, jnp.asarray(theta)),
+                     objective.frees, theta, history[0][1], loss, history[0][2], fits, steps,
+                     history, time.perf_counter() - t0)
+
+
+def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_rate: float,
+               dtype) -> dict:
+    """What a parameter file records about how it was fitted."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("bonecohort", "jax", "jaxlib", "optax", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return {
+        "targets": ts.path, "targets_name": ts.name, "targets_sha256": ts.sha256,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "objective": "sum of squared misfits in units of each target's tolerance "
+                     "+ Gaussian prior on the unconstrained coordinates",
+        "prior_sd": objective.prior_sd if objective.prior_sd is not None else "none",
+        "loss_before": result.loss_start, "loss_after": result.loss,
+        "targets_fitting_before": result.fits_start, "targets_fitting_after": result.fits,
+        "targets_total": len(ts.targets),
+        "patients_per_trial": {k: t.study.patients for k, t in ts.trials.items()},
+        "optimizer": "optax.adam, cosine decay to 1 % of the learning rate",
+        "learning_rate": learning_rate, "steps": result.steps,
+        "best_step": min(result.history, key=lambda h: h[1])[0],
+        "dtype": jnp.dtype(dtype).name, "seconds": round(result.seconds, 1),
+        "free": [f"{f.path} ({f.transform})" for f in result.frees],
+        "versions": versions,
+    }
+
+
+def parse_free(names: str, model) -> tuple:
+    """A comma-separated list of parameter paths (``parameters.check_path``)."""
+    from .parameters import check_path
+
+    frees = tuple(check_path(n.strip(), model) for n in names.split(",") if n.strip())
+    if not frees:
+        raise ValueError("no parameter named")
+    if len({f.path for f in frees}) != len(frees):
+        raise ValueError("a parameter is named twice")
+    return frees
+
+
+__all__ = ["Free", "FitResult", "Objective", "fit", "parse_free", "provenance"]

@@ -1,0 +1,185 @@
+"""Calibrated parameter files: which model constants are fitted, how, and how they are stored.
+
+A fitted constant is named by a path into ``ModelParams``: ``hormones.rho_L``,
+``sites.turnover.lumbar_spine`` (site fields take a site name), ``fracture.gamma``. Each is
+fitted in an unconstrained coordinate: ``log`` for positive constants, ``logit`` for
+fractions in (0, 1) (``delta_E`` and the femoral-neck ``er_gain``, which must keep
+OB apoptosis positive and which we express relative to the spine's gain, fixed at 1).
+
+File format (TOML), written by ``bonecohort calibrate`` and read by ``load_parameters``:
+
+    [provenance]           targets file and its sha256, loss before and after, optimizer
+                           settings, date, package versions (free-form; kept for the record)
+    [parameters]           "path" = value, one per fitted constant
+
+Constants not listed keep their hand-set values (model/params.py, outcomes.FractureParams).
+The package ships the fit to configs/targets/public.toml as ``parameters/public.toml``;
+``simulate.default_model`` applies it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ConfigError
+from .model.params import SITE_NAMES
+
+
+@dataclass(frozen=True)
+class Free:
+    """One fitted constant: its path in ``ModelParams`` and its transform."""
+
+    path: str
+    transform: str = "log"  # "log" (positive) or "logit" (in (0, 1))
+
+    @property
+    def parts(self) -> tuple:
+        return tuple(self.path.split("."))
+
+    def to_unconstrained(self, value):
+        if self.transform == "log":
+            return jnp.log(value)
+        return jnp.log(value) - jnp.log1p(-value)
+
+    def from_unconstrained(self, theta):
+        if self.transform == "log":
+            return jnp.exp(theta)
+        return 1.0 / (1.0 + jnp.exp(-theta))
+
+
+# The constants no paper gives (params.py, outcomes.py): receptor-action magnitudes, the
+# estradiol half-activation, aromatization and androgen action, each site's turnover,
+# mechanostat gain and age-related drift, the femoral neck's estrogen gain relative to the
+# spine, and the turnover exponent of fracture risk. delta_IGF is left out: no public target
+# involves a GH secretagogue, so the targets cannot inform it.
+DEFAULT_FREE = (
+    Free("hormones.K_E"), Free("hormones.rho_L"), Free("hormones.rho_O"),
+    Free("hormones.rho_A"), Free("hormones.delta_E", "logit"), Free("hormones.kappa_AR"),
+    Free("hormones.k_arom"),
+    Free("sites.turnover.femoral_neck"), Free("sites.turnover.lumbar_spine"),
+    Free("sites.mech_gain.femoral_neck"), Free("sites.mech_gain.lumbar_spine"),
+    Free("sites.age_loss.femoral_neck"), Free("sites.age_loss.lumbar_spine"),
+    Free("sites.er_gain.femoral_neck", "logit"),
+    Free("fracture.gamma"),
+)
+_GROUPS = ("hormones", "sites", "fracture")
+
+
+def check_path(path: str, model) -> Free:
+    """The ``Free`` for ``path``, or a ValueError saying what is wrong with it."""
+    parts = path.split(".")
+    group = parts[0]
+    if group not in _GROUPS:
+        raise ValueError(f"'{path}': the first part must be one of {', '.join(_GROUPS)}")
+    container = getattr(model, group)
+    if len(parts) < 2 or parts[1] not in container._fields:
+        raise ValueError(f"'{path}': {group} has no field '{parts[1] if len(parts) > 1 else ''}'"
+                         f" (fields: {', '.join(container._fields)})")
+    if group == "sites":
+        if len(parts) != 3 or parts[2] not in SITE_NAMES:
+            raise ValueError(f"'{path}': name the site, e.g. sites.{parts[1]}.lumbar_spine "
+                             f"(sites: {', '.join(SITE_NAMES)})")
+    elif len(parts) != 2:
+        raise ValueError(f"'{path}': expected {group}.<field>")
+    if np.ndim(getattr(container, parts[1])) != (1 if group == "sites" else 0):
+        raise ValueError(f"'{path}': not a scalar constant")
+    known = {f.path: f for f in DEFAULT_FREE}
+    return known.get(path, Free(path))
+
+
+def get_value(model, free: Free):
+    group, field, *site = free.parts
+    value = getattr(getattr(model, group), field)
+    return value[SITE_NAMES.index(site[0])] if site else value
+
+
+def set_values(model, frees, values):
+    """``model`` with each ``frees[i]`` set to ``values[i]`` (works on traced values)."""
+    for free, value in zip(frees, values):
+        group, field, *site = free.parts
+        container = getattr(model, group)
+        if site:
+            value = jnp.asarray(getattr(container, field)).at[SITE_NAMES.index(site[0])].set(value)
+        model = model._replace(**{group: container._replace(**{field: value})})
+    return model
+
+
+def to_theta(model, frees):
+    """Unconstrained coordinates of ``frees`` in ``model`` (a float64 vector)."""
+    return jnp.stack([f.to_unconstrained(jnp.asarray(get_value(model, f), jnp.float64))
+                      for f in frees])
+
+
+def from_theta(model, frees, theta):
+    return set_values(model, frees, [f.from_unconstrained(theta[i]) for i, f in enumerate(frees)])
+
+
+def load_parameters(path, model):
+    """``model`` with the constants of a parameter file applied; ``ConfigError`` naming the
+    file, section and field on bad input."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the parameter file ({exc.strerror}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    unknown = sorted(set(raw) - {"provenance", "parameters"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; a parameter file "
+                          "has [provenance] and [parameters].")
+    table = raw.get("parameters")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{path}: [parameters] is missing or empty; it lists \"path\" = value "
+                          "for each fitted constant, e.g. \"hormones.rho_L\" = 2.0.")
+    frees, values = [], []
+    for name, value in table.items():
+        try:
+            free = check_path(name, model)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [parameters] {exc}.") from None
+        bad = isinstance(value, bool) or not isinstance(value, (int, float))
+        if bad or not np.isfinite(value) or value <= 0 or (
+                free.transform == "logit" and value >= 1):
+            need = "in (0, 1)" if free.transform == "logit" else "a positive number"
+            raise ConfigError(f"{path}: [parameters] \"{name}\": {value!r} must be {need}.")
+        frees.append(free)
+        values.append(float(value))
+    model = set_values(model, frees, values)
+    return _to_numpy(model)
+
+
+def _to_numpy(model):
+    """Host constants again (``set_values`` leaves JAX arrays), so the model hashes and
+    compiles like a hand-built one."""
+    import jax
+
+    return jax.tree.map(lambda v: np.asarray(v) if isinstance(v, jnp.ndarray) else v, model)
+
+
+def format_parameters(model, frees, provenance: dict) -> str:
+    """TOML text of a parameter file (see the module docstring)."""
+    lines = ["# Fitted by `bonecohort calibrate`; constants not listed keep their hand-set",
+             "# values (src/bonecohort/model/params.py, outcomes.FractureParams).", "",
+             "[provenance]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in provenance.items()]
+    lines += ["", "[parameters]"]
+    lines += [f"\"{f.path}\" = {float(get_value(model, f))!r}" for f in frees]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
