@@ -121,14 +121,15 @@ class FitResult:
 
 
 def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
-        log=lambda m: None) -> FitResult:
+        log=lambda m: None, theta=None) -> FitResult:
     """Adam on the unconstrained coordinates from the starting constants, its step size
     decaying from ``learning_rate`` to 1 % of it along a cosine over ``steps`` (so the last
-    steps settle instead of oscillating at the step size); keeps the best iterate."""
+    steps settle instead of oscillating at the step size); keeps the best iterate.
+    ``theta``: start elsewhere than at the objective's starting constants."""
     import optax
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.01))
-    theta = np.asarray(objective.theta0)
+    theta = np.asarray(objective.theta0 if theta is None else theta, np.float64)
     state = opt.init(jnp.asarray(theta))
     best = None
     history = []
