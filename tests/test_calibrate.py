@@ -2,6 +2,7 @@
 files and the `calibrate` command."""
 
 import tomllib
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ from bonecohort.calibrate import Objective, fit, parse_free
 from bonecohort.cli import main
 from bonecohort.parameters import from_theta, get_value, load_parameters
 from bonecohort.simulate import SHIPPED_PARAMETERS, default_model, hand_set_model
-from bonecohort.targets import parse_targets
+from bonecohort.targets import load_targets, parse_targets
 
 # One small trial with BMD targets of both sites (natural history and treatment) and a hip
 # fracture hazard ratio, so the gradient runs through the hormones, both sites' mechanostat,
@@ -216,7 +217,8 @@ def test_bad_parameter_files_are_refused_naming_the_field(tmp_path, text, words)
 def test_shipped_calibration_is_the_default_model():
     model, hand = default_model(), hand_set_model()
     raw = tomllib.loads(SHIPPED_PARAMETERS.read_text())
-    assert raw["provenance"]["targets_sha256"]
+    shipped_for = load_targets(Path(__file__).parents[1] / "configs/targets/public.toml")
+    assert raw["provenance"]["targets_sha256"] == shipped_for.sha256  # fitted to these targets
     for path, value in raw["parameters"].items():
         free = parse_free(path, model)[0]
         assert float(get_value(model, free)) == value

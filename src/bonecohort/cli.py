@@ -331,6 +331,23 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
     click.echo(f"written: {write_result(result, out)}")
 
 
+def _persistent_compilation_cache():
+    """Keep compiled programs between processes (JAX's persistent cache) under
+    ``cache_dir()/jax``, unless ``JAX_COMPILATION_CACHE_DIR`` already names one: the virtual
+    trials' gradient programs take minutes to compile."""
+    import os
+
+    import jax
+
+    from .fracture_reference import cache_dir
+
+    where = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+        cache_dir() and str(cache_dir() / "jax"))
+    if where:
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
 def _model_from(params):
     """The default model, or the hand-set constants with a parameter file applied."""
     from .parameters import load_parameters
@@ -368,6 +385,7 @@ def validate(targets, params, patients, out, quiet):
     from .validate import format_table, plot_validation, validation_table
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    _persistent_compilation_cache()
     try:
         ts = load_targets(targets)
         _check_patients(patients)
@@ -425,6 +443,7 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     from .targets import load_targets
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    _persistent_compilation_cache()
     try:
         if out.exists() and not force:
             raise ConfigError(f"--out {out}: exists; pass --force to replace it.")

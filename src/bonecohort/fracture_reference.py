@@ -119,21 +119,29 @@ def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
     return norm
 
 
-def _disk_path(key) -> Path | None:
-    """Where earlier processes left this reference population: ``$BONECOHORT_CACHE`` (``off``
-    disables it), else ``$XDG_CACHE_HOME/bonecohort`` or ``~/.cache/bonecohort``. The name
-    hashes the model, tables and constants, jax's version and the package's source code, so
-    any change of them computes it afresh."""
+def cache_dir() -> Path | None:
+    """``$BONECOHORT_CACHE`` (``off``: no cache), else ``$XDG_CACHE_HOME/bonecohort`` or
+    ``~/.cache/bonecohort``."""
     where = os.environ.get("BONECOHORT_CACHE")
     if where == "off":
         return None
     if not where:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         where = Path(base) / "bonecohort"
+    return Path(where)
+
+
+def _disk_path(key) -> Path | None:
+    """Where earlier processes left this reference population (``cache_dir``). The name
+    hashes the model, tables and constants, jax's version and the package's source code, so
+    any change of them computes it afresh."""
+    where = cache_dir()
+    if where is None:
+        return None
     h = hashlib.sha256(repr((key, jax.__version__)).encode())
     for src in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(src.read_bytes())
-    return Path(where) / f"reference-{h.hexdigest()[:32]}.npz"
+    return where / f"reference-{h.hexdigest()[:32]}.npz"
 
 
 def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
