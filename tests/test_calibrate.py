@@ -174,8 +174,10 @@ def test_calibrate_command_writes_a_parameter_file_that_validate_reads(tmp_path)
     path = tmp_path / "mini.toml"
     path.write_text(TARGETS)
     out = tmp_path / "params" / "fit.toml"
+    # float64, the default model and the recovery test's constants: the same programs, found
+    # in the persistent compilation cache (conftest) when that test ran first
     args = ["calibrate", str(path), "--out", str(out), "--free", RECOVER_FREE, "--steps", "3",
-            "--patients", "12"]
+            "--patients", "12", "--dtype", "float64", "--start", str(SHIPPED_PARAMETERS)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     raw = tomllib.loads(out.read_text())
@@ -186,6 +188,7 @@ def test_calibrate_command_writes_a_parameter_file_that_validate_reads(tmp_path)
     assert set(raw["parameters"]) == set(RECOVER_FREE.split(","))
     fitted = load_parameters(out, hand_set_model())
     assert float(fitted.hormones.rho_L) == raw["parameters"]["hormones.rho_L"]
+    assert prov["loss_before"] > 0 and prov["dtype"] == "float64"
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "--force" in again.output  # no silent overwrite
     res = CliRunner().invoke(main, ["validate", str(path), "--params", str(out), "--patients",

@@ -156,7 +156,7 @@ def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
 
 
 def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_rate: float,
-               dtype) -> dict:
+               dtype, start: str = "the hand-set constants") -> dict:
     """What a parameter file records about how it was fitted."""
     versions = {"python": platform.python_version()}
     for pkg in ("bonecohort", "jax", "jaxlib", "optax", "numpy"):
@@ -167,6 +167,7 @@ def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_
     return {
         "targets": ts.path, "targets_name": ts.name, "targets_sha256": ts.sha256,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "start": start,
         "objective": "sum of squared misfits in units of each target's tolerance "
                      "+ Gaussian prior on the unconstrained coordinates",
         "prior_sd": objective.prior_sd if objective.prior_sd is not None else "none",

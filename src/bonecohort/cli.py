@@ -469,7 +469,8 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
     text = format_parameters(result.model, frees,
-                             provenance(ts, result, objective, learning_rate, dt))
+                             provenance(ts, result, objective, learning_rate, dt,
+                                        str(start) if start else "the hand-set constants"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text)

@@ -18,7 +18,8 @@ Fracture hazard at site s (hip, clinical vertebral, forearm, humerus), FRAX-styl
   the femoral neck for hip, forearm and humerus, of the spine for vertebral fractures). BMD
   alone under-explains treatment effects (WHI E+P: hip BMD +3.7 % vs +0.14 %, yet hip fracture
   HR 0.67, Cauley 2003 JAMA 290:1729); high turnover weakens bone beyond its density. gamma is
-  a calibration parameter (default 0.3).
+  a calibration parameter (hand-set 0.3; the fitted value is in parameters/public.toml,
+  fitted with the WHI E+P hazard ratios of configs/targets/public.toml).
 * RR_prior = 1.86 after any earlier fracture of the four sites (Kanis 2004 Bone 35:375).
 * c_s(age, sex) normalizes so that an untreated reference population reproduces the incidence
   table: the mean of the numerator without ``incidence`` over that population, including the

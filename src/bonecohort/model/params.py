@@ -13,9 +13,12 @@ Sources
   R_RANKL is 2.703e6 (paper: 6e6), D_OBp includes Lemaire's f0 = 0.05.
 * ``HormoneParams`` and ``SiteParams``: forms from ../DESIGN.md section 4 (receptor coupling)
   and section 3 (bone-volume feedback, sites). Their magnitudes are *calibration parameters*,
-  not published constants; the defaults were set by hand so that untreated women reproduce the
-  published menopausal loss rates (SWAN, Greendale 2012 JBMR 27:111; Sowers 2010 JCEM) within
-  a factor of two (see ``LUMBAR_SPINE`` below).
+  not published constants. The values below were set by hand so that untreated women
+  reproduce the published menopausal loss rates (SWAN, Greendale 2012 JBMR 27:111; Sowers 2010
+  JCEM) within a factor of two (see ``LUMBAR_SPINE`` below); they are the starting point of
+  the fit. The model every command uses (``simulate.default_model``) replaces the fitted ones
+  with the values in ``bonecohort/parameters/public.toml``, fitted to the 29 published results
+  of configs/targets/public.toml (calibrate.py; provenance in that file).
 """
 
 from __future__ import annotations
