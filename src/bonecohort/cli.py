@@ -331,6 +331,20 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
     click.echo(f"written: {write_result(result, out)}")
 
 
+@contextmanager
+def _bad_input_exits(path):
+    """Bad input (ConfigError, or a ValueError / OSError while reading ``path``) ends the
+    command with one error paragraph and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {path}: {exc}", err=True)
+        sys.exit(2)
+
+
 def _persistent_compilation_cache():
     """Keep compiled programs between processes (JAX's persistent cache) under
     ``cache_dir()/jax``, unless ``JAX_COMPILATION_CACHE_DIR`` already names one: the virtual
@@ -386,19 +400,13 @@ def validate(targets, params, patients, out, quiet):
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     _persistent_compilation_cache()
-    try:
+    with _bad_input_exits(targets):
         ts = load_targets(targets)
         _check_patients(patients)
         model = _model_from(params)
         out = out or Path("runs") / f"validate-{ts.name}"
         out.mkdir(parents=True, exist_ok=True)
         table = validation_table(ts, model, patients=patients, log=log)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (ValueError, OSError) as exc:
-        click.echo(f"error: {targets}: {exc}", err=True)
-        sys.exit(2)
     table.write_parquet(out / "validation.parquet")
     table.write_csv(out / "validation.csv")
     plot_validation(table, out / "validation.svg")
@@ -445,26 +453,22 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     _persistent_compilation_cache()
     try:
-        if out.exists() and not force:
-            raise ConfigError(f"--out {out}: exists; pass --force to replace it.")
-        if steps < 0 or not learning_rate > 0 or prior_sd < 0:
-            raise ConfigError("--steps must be >= 0, --learning-rate > 0 and --prior-sd >= 0.")
-        _check_patients(patients)
-        ts = load_targets(targets).with_patients(patients)
-        model = _model_from(start) if start else hand_set_model()
-        try:
-            frees = DEFAULT_FREE if free is None else parse_free(free, model)
-        except ValueError as exc:
-            raise ConfigError(f"--free: {exc}.") from None
-        dt = jnp.dtype(dtype)
-        objective = Objective(ts, model, frees, dt, prior_sd or None, log)
-        result = fit(objective, steps, learning_rate, log)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (ValueError, OSError) as exc:
-        click.echo(f"error: {targets}: {exc}", err=True)
-        sys.exit(2)
+        with _bad_input_exits(targets):
+            if out.exists() and not force:
+                raise ConfigError(f"--out {out}: exists; pass --force to replace it.")
+            if steps < 0 or not learning_rate > 0 or prior_sd < 0:
+                raise ConfigError("--steps must be >= 0, --learning-rate > 0 and "
+                                  "--prior-sd >= 0.")
+            _check_patients(patients)
+            ts = load_targets(targets).with_patients(patients)
+            model = _model_from(start) if start else hand_set_model()
+            try:
+                frees = DEFAULT_FREE if free is None else parse_free(free, model)
+            except ValueError as exc:
+                raise ConfigError(f"--free: {exc}.") from None
+            dt = jnp.dtype(dtype)
+            objective = Objective(ts, model, frees, dt, prior_sd or None, log)
+            result = fit(objective, steps, learning_rate, log)
     except FloatingPointError as exc:
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
