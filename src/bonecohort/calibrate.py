@@ -13,8 +13,9 @@ the starting constants; its patients, their eligibility and the months of each w
 stay fixed (trials.trial_function), so L is a smooth function of theta and ``jax.grad``
 runs through the whole simulation (scan of implicit steps, fracture read-out).
 
-Optimizer: optax Adam on theta with a cosine-decaying step; the best iterate is kept. The shell (``fit`` here, CLI in
-cli.py) prints progress; the per-trial value-and-gradient functions are jitted once.
+Optimizer: optax Adam on theta with a cosine-decaying step; the best iterate is kept. The
+shell (``fit`` here, CLI in cli.py) prints progress; the per-trial value-and-gradient
+functions are jitted once.
 """
 
 from __future__ import annotations
