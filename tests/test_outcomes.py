@@ -114,7 +114,7 @@ def test_reference_population_is_stored_on_disk_and_read_back(tmp_path, monkeypa
     import bonecohort.fracture_reference as ref
 
     model, epi = default_model(), load_tables()
-    args = (model, epi, setup.fracture, (STUDY.outcomes.tscore_mean, STUDY.outcomes.tscore_sd))
+    args = (model, epi, (STUDY.outcomes.tscore_mean, STUDY.outcomes.tscore_sd))
     monkeypatch.setenv("BONECOHORT_CACHE", str(tmp_path))
     monkeypatch.setattr(ref, "_CACHE", {})
     computed = ref.build_norm(*args)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import ConfigError, OutcomeOptions
 from .epidemiology import MAX_AGE, EpidemiologyError, EpiTables, load_tables
-from .outcomes import FractureParams, Norm, OutcomeSetup, relative_hazards
+from .outcomes import Norm, OutcomeSetup, relative_hazards
 from .population import PopulationSpec
 from .protocol import Arm
 from .simulate import Grid, ModelParams
@@ -63,11 +63,12 @@ def _simulate_reference(model: ModelParams, tscore_ref):
             np.moveaxis(0.5 * (oc_start + oc_end), 1, 2))  # tscore (n, Y), oc (n, Y, 2)
 
 
-def build_norm(model: ModelParams, epi: EpiTables, fp: FractureParams,
-               tscore_ref=(0.858, 0.120)) -> Norm:
+def build_norm(model: ModelParams, epi: EpiTables, tscore_ref=(0.858, 0.120)) -> Norm:
+    """The reference population's norms under ``model`` (its fracture constants included)."""
     from .cohort import fingerprint
 
-    key = (fingerprint(model), fingerprint(epi), repr(fp), tuple(tscore_ref))
+    fp = model.fracture
+    key = (fingerprint(model), fingerprint(epi), tuple(tscore_ref))
     if key in _CACHE:
         return _CACHE[key]
     stored = _disk_path(key)
@@ -151,8 +152,7 @@ def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> 
         epi = load_tables(opts.tables) if opts.tables else load_tables()
     except EpidemiologyError as exc:
         raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
-    fracture = model.fracture
-    norm = build_norm(model, epi, fracture, (opts.tscore_mean, opts.tscore_sd))
-    return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=fracture,
+    norm = build_norm(model, epi, (opts.tscore_mean, opts.tscore_sd))
+    return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=model.fracture,
                         tscore_mean=opts.tscore_mean, tscore_sd=opts.tscore_sd,
                         by_age=opts.by_age, probability_ages=opts.probability_ages)

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -157,8 +158,6 @@ def load_parameters(path, model):
 def _to_numpy(model):
     """Host constants again (``set_values`` leaves JAX arrays), so the model hashes and
     compiles like a hand-built one."""
-    import jax
-
     return jax.tree.map(lambda v: np.asarray(v) if isinstance(v, jnp.ndarray) else v, model)
 
 

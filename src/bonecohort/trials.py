@@ -47,9 +47,9 @@ class TrialResult:
     screened: int
 
 
-def with_month_zero(bv_rel):
+def with_month_zero(bv_rel, xp=np):
     """BV at month ends after entry, (..., months), with month 0 (entry, BV 1) prepended."""
-    return jnp.concatenate([jnp.ones(bv_rel.shape[:-1] + (1,), bv_rel.dtype), bv_rel], axis=-1)
+    return xp.concatenate([xp.ones(bv_rel.shape[:-1] + (1,), bv_rel.dtype), bv_rel], axis=-1)
 
 
 def expected_fractures(out) -> dict:
@@ -80,7 +80,7 @@ def _screen(trial: Trial, model, setup, dtype):
            for name in ("bv_rel",) + (("exp_hip_horizon", "exp_mof_horizon") if setup else ())}
     p = lambda name: pick(lambda k: np.asarray(getattr(k[1], name))[k[3]])  # noqa: E731
     return TrialResult(ids, p("age_entry"), np.minimum(p("fmp_age"), p("surgery_age")),
-                       np.asarray(with_month_zero(out["bv_rel"])),
+                       with_month_zero(out["bv_rel"]),
                        expected_fractures(out) if setup else {}, screened)
 
 
@@ -141,7 +141,7 @@ def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype
         s = None if setup_d is None else setup_d._replace(fracture=model_d.fracture)
         _, out = jax.vmap(lambda pid: run_patient(seed, pid, study.population, model_d, steady,
                                                   study.arms, grid, s))(ids)
-        now = replace(res, bv=with_month_zero(out["bv_rel"]),
+        now = replace(res, bv=with_month_zero(out["bv_rel"], jnp),
                       expected=expected_fractures(out) if s is not None else {})
         return jnp.stack([target_value(t, trial, now, jnp) for t in targets])
 
