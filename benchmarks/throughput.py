@@ -12,7 +12,7 @@ import jax
 import bonecohort  # noqa: F401  (enables float64)
 from bonecohort.cohort import chunk_ids, make_chunk_runner
 from bonecohort.config import load_study
-from bonecohort.simulate import default_model
+from bonecohort.fit.parameters import default_model
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 chunk = int(sys.argv[2]) if len(sys.argv) > 2 else 10000

@@ -1,4 +1,5 @@
-"""Shared set-up. Importing bonecohort enables 64-bit types for the reference computations.
+"""Shared set-up. The test process enables JAX's 64-bit types for the reference computations
+(the package itself leaves the setting alone; its runs enable it where they need it).
 
 Compiled programs are kept in a persistent JAX compilation cache under .pytest_cache, shared
 by the test workers and the command-line subprocesses that some tests start (the same chunk
@@ -20,4 +21,4 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
-import bonecohort  # noqa: E402, F401
+jax.config.update("jax_enable_x64", True)

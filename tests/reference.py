@@ -12,11 +12,11 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from bonecohort.cohort import cast_tree
-from bonecohort.exposure import StepInputs
+from bonecohort.exposure.endogenous import StepInputs
 from bonecohort.model.cells import steady_state
 from bonecohort.model.site import DAYS_PER_YEAR
-from bonecohort.protocol import step_inputs
-from bonecohort.simulate import site_rhs, step_edges
+from bonecohort.exposure.protocol import step_inputs
+from bonecohort.solve.life_course import site_rhs, step_edges
 
 
 def _flat(tree):

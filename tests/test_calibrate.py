@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bonecohort.calibrate import Objective, fit, parse_free
-from bonecohort.cli import main
-from bonecohort.parameters import from_theta, get_value, load_parameters
-from bonecohort.simulate import SHIPPED_PARAMETERS, default_model, hand_set_model
-from bonecohort.targets import load_targets, parse_targets
+from bonecohort.fit.calibrate import Objective, fit, parse_free
+from bonecohort.shell.cli import main
+from bonecohort.fit.parameters import get_value, load_parameters
+from bonecohort.data import SHIPPED_PARAMETERS
+from bonecohort.fit.parameters import default_model
+from bonecohort.model.params import hand_set_model
+from bonecohort.fit.targets import load_targets, parse_targets
 
 # One small trial with BMD targets of both sites (natural history and treatment) and a hip
 # fracture hazard ratio, so the gradient runs through the hormones, both sites' mechanostat,

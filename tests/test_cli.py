@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from bonecohort.cli import main
+from bonecohort.shell.cli import main
 
 SMALL = """
 [study]
@@ -75,7 +75,7 @@ def test_run_writes_parquet_manifest_and_summary(runs):
     outcomes = pl.read_parquet(out / "outcomes.parquet")
     assert set(outcomes["subgroup"]) == {"all", "sex", "age_band", "tscore_category_entry"}
     assert {"hip", "hip_lo", "hip_hi", "hip_rr", "hip_rr_lo", "hip_nnt", "mof_rd_per_1000",
-            "deaths", "life_years"} <= set(outcomes.columns)
+            "deaths_horizon", "life_years"} <= set(outcomes.columns)
     cumulative = pl.read_parquet(out / "cumulative.parquet")
     assert cumulative.height == 2 * 5
     for arm in ("no treatment", "estradiol"):  # cumulative incidence never decreases
@@ -252,7 +252,7 @@ def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tm
                                                                             monkeypatch):
     import jax.numpy as jnp
 
-    import bonecohort.runner as runner
+    import bonecohort.shell.runner as runner
 
     real = runner.make_chunk_runner
 
@@ -291,7 +291,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(runs, tmp_path):
     out = tmp_path / "killed"
     journal = tmp_path / ".killed.partial" / "chunks.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from bonecohort.cli import main; main()", "run", str(cfg),
+        [sys.executable, "-c", "from bonecohort.shell.cli import main; main()", "run", str(cfg),
          "--chunk-size", "1000", "--out", str(out), "-q"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400

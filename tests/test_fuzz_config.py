@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bonecohort.cli import main
+from bonecohort.shell.cli import main
 from bonecohort.config import (ARM_KEYS, ELIGIBILITY_KEYS, OUTCOME_KEYS, POPULATION_KEYS,
                                REGIMEN_KEYS, STUDY_KEYS)
 

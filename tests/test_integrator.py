@@ -4,10 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonecohort.integrate import RODAS3, RODAS4, ROS2, _solve_small, rosenbrock_step
+from bonecohort.solve.rosenbrock import RODAS3, RODAS4, ROS2, _solve_small, rosenbrock_step
 from bonecohort.population import PopulationSpec, sample_patient
-from bonecohort.protocol import Arm, Regimen
-from bonecohort.simulate import Grid, default_model
+from bonecohort.exposure.protocol import Arm, Regimen
+from bonecohort.fit.parameters import default_model
+from bonecohort.solve.life_course import Grid
 from bonecohort.cohort import make_chunk_runner, chunk_ids
 
 from reference import make_radau

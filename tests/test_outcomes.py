@@ -8,13 +8,14 @@ import pytest
 
 from bonecohort.cohort import cast_tree, chunk_ids, make_chunk_runner
 from bonecohort.config import parse_study
-from bonecohort.epidemiology import load_tables
-from bonecohort.outcomes import (arm_hazards, expected_outcomes, frax_style_probability,
+from bonecohort.data.epidemiology import load_tables
+from bonecohort.outcomes.hazards import (arm_hazards, expected_outcomes, frax_style_probability,
                                  prior_at_entry, tscore)
 from bonecohort.population import PopulationSpec
-from bonecohort.protocol import Arm
-from bonecohort.fracture_reference import outcome_setup
-from bonecohort.simulate import Grid, default_model
+from bonecohort.exposure.protocol import Arm
+from bonecohort.reference_cache import outcome_setup
+from bonecohort.fit.parameters import default_model
+from bonecohort.solve.life_course import Grid
 
 STUDY = parse_study("""
 [study]
@@ -111,7 +112,7 @@ def test_hip_probability_of_65_year_old_woman_near_frax():
 def test_reference_population_is_stored_on_disk_and_read_back(tmp_path, monkeypatch, setup):
     """A second process reads the reference population (the same numbers) instead of
     simulating it again; BONECOHORT_CACHE=off stores nothing."""
-    import bonecohort.fracture_reference as ref
+    import bonecohort.outcomes.reference as ref
 
     model, epi = default_model(), load_tables()
     args = (model, epi, (STUDY.outcomes.tscore_mean, STUDY.outcomes.tscore_sd))

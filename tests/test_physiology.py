@@ -7,9 +7,9 @@ import pytest
 
 from bonecohort.cohort import cast_tree, reference_steady_state
 from bonecohort.population import PopulationSpec, sample_patient
-from bonecohort.simulate import default_model
-from bonecohort.protocol import Arm, Regimen
-from bonecohort.simulate import Grid, simulate_patient
+from bonecohort.fit.parameters import default_model
+from bonecohort.exposure.protocol import Arm, Regimen
+from bonecohort.solve.life_course import Grid, simulate_patient
 
 SPEC = PopulationSpec(age_min=45.0, age_max=55.0)
 FN, LS = 0, 1  # site order of SITE_NAMES

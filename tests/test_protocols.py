@@ -8,8 +8,9 @@ import pytest
 from bonecohort.cohort import chunk_ids, make_chunk_runner
 from bonecohort.config import ConfigError, load_study, parse_study
 from bonecohort.population import PopulationSpec
-from bonecohort.protocol import Arm, Regimen
-from bonecohort.simulate import Grid, default_model
+from bonecohort.exposure.protocol import Arm, Regimen
+from bonecohort.fit.parameters import default_model
+from bonecohort.solve.life_course import Grid
 
 FN, LS = 0, 1
 N = 300
@@ -108,7 +109,7 @@ def test_surgical_menopause_loses_more_in_first_two_years_than_natural():
     """Same women, menopause at the same age: by bilateral oophorectomy or naturally."""
     from bonecohort.cohort import cast_tree, reference_steady_state
     from bonecohort.population import sample_patient
-    from bonecohort.simulate import simulate_patient
+    from bonecohort.solve.life_course import simulate_patient
 
     spec = PopulationSpec(age_min=45.0, age_max=55.0)
     model = cast_tree(default_model(), jnp.float64)
@@ -156,7 +157,7 @@ name = "treated"
 def test_shipped_studies_use_every_agent_and_route():
     from pathlib import Path
 
-    from bonecohort.agents import AGENTS
+    from bonecohort.exposure.agents import AGENTS
 
     root = Path(__file__).resolve().parents[1] / "configs" / "studies"
     used = set()

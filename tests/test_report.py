@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from bonecohort.cli import main
+from bonecohort.shell.cli import main
 
 from test_cli import SMALL
 
@@ -90,7 +90,7 @@ def test_quiet_run_prints_only_results(run_dir, tmp_path):
 
 
 def test_agents_lists_every_agent_with_evidence_and_sources():
-    from bonecohort.agents import AGENTS
+    from bonecohort.exposure.agents import AGENTS
 
     res = CliRunner().invoke(main, ["agents", "--sources"])
     assert res.exit_code == 0

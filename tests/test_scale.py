@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from bonecohort.cli import main
+from bonecohort.shell.cli import main
 
 STUDY = """
 [study]

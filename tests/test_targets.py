@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bonecohort.config import ConfigError
-from bonecohort.targets import load_targets, parse_targets
+from bonecohort.fit.targets import load_targets, parse_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT / "configs" / "targets" / "public.toml"

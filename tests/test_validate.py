@@ -3,7 +3,7 @@
 import polars as pl
 from click.testing import CliRunner
 
-from bonecohort.cli import main
+from bonecohort.shell.cli import main
 
 TARGETS = """
 [target_set]

@@ -1,11 +1,8 @@
 """bonecohort: population cohort simulator of bone loss and fracture risk under hormonal protocols.
 
-64-bit types are enabled so that float64 runs and reference computations are possible; every
-array of a simulation is created with the study's explicit dtype (float32 by default).
+Importing the package changes nothing in the process: JAX's 64-bit mode is switched on only
+for the duration of the calls that need it (``cohort.with_x64``: a run, a validation, a fit,
+a benchmark), and plots pick no matplotlib backend.
 """
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """``python -m bonecohort``: the command line (cli.py)."""
 
-from .cli import main
+from bonecohort.shell.cli import main
 
 main()

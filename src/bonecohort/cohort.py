@@ -18,18 +18,45 @@ full SIMD vectors: a batch of 100 on one CPU differed in the last bit from a bat
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections import OrderedDict
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .model.cells import steady_state
-from .outcomes import OutcomeSetup, patient_outcomes
-from .population import PopulationSpec, sample_patient
-from .simulate import Grid, ModelParams, simulate_patient
+from bonecohort.model.cells import steady_state
+from bonecohort.model.params import ModelParams
+from bonecohort.outcomes.readout import OutcomeSetup, PatientOutcomes, patient_outcomes
+from bonecohort.population import Patient, PopulationSpec, sample_patient
+from bonecohort.solve.life_course import Grid, LifeCourse, simulate_patient
+
+
+class ChunkResult(NamedTuple):
+    """One patient's (or, with a leading axis, a chunk's) draws, life course and outcomes."""
+
+    patients: Patient
+    life: LifeCourse
+    outcomes: PatientOutcomes | None  # None when run without an OutcomeSetup
+
+
+def with_x64(fn):
+    """Run ``fn`` with JAX's 64-bit types enabled, restoring the previous setting after it.
+
+    A study's arrays carry its own dtype (float32 by default), but its Pivonka steady state,
+    float64 studies and the fits' coordinates need 64-bit types; the process-wide default is
+    left to the caller."""
+    enable = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with enable(True):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def cast_tree(tree, dtype):
@@ -58,15 +85,16 @@ def fingerprint(tree) -> str:
     return h.hexdigest()
 
 
-_COMPILED: dict = {}
+COMPILED_SLOTS = 8  # compiled chunk programs kept per process (least recently used dropped)
+_COMPILED: OrderedDict = OrderedDict()
 LANES = 64  # per-device batches are padded to a multiple of this (see the module docstring)
 
 
 def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms: tuple,
                       grid: Grid, dtype, outcomes: OutcomeSetup | None = None,
                       devices=None):
-    """Return ``ids -> (patients, outputs)`` for this study's seed, arms and grid; with
-    ``outcomes``, outputs also hold fractures and deaths (outcomes.py). ``devices``: the
+    """Return ``ids -> ChunkResult`` for this study's seed, arms and grid; with ``outcomes``,
+    the result holds fractures and deaths (outcomes/readout.py). ``devices``: the
     devices that share each chunk (default: the first local device).
 
     The jitted function takes the seed as an argument and is cached on the study's static
@@ -78,6 +106,9 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
                                           outcomes.probability_ages))
     if key not in _COMPILED:
         _COMPILED[key] = _compile(spec, model, arms, grid, dtype, outcomes)
+        while len(_COMPILED) > COMPILED_SLOTS:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
     run = _COMPILED[key]
     devices = list(devices) if devices else jax.local_devices()[:1]
     seeds = [jax.device_put(jnp.asarray(seed, jnp.uint32), d) for d in devices]
@@ -113,25 +144,17 @@ def _compile(spec, model, arms, grid, dtype, outcomes):
     return run
 
 
-def year_ends(sim: dict, per_year: int) -> dict:
-    """``simulate_patient`` outputs read ``per_year`` times a year, reduced to year ends."""
-    if per_year == 1:
-        return sim
-    return {**sim, "bv_rel": sim["bv_rel"][..., per_year - 1::per_year],
-            "oc": sim["oc"][..., per_year - 1::per_year]}
-
-
 def run_patient(seed, pid, spec: PopulationSpec, model: ModelParams, steady, arms: tuple,
                 grid: Grid, setup: OutcomeSetup | None):
     """Sample patient ``pid`` and simulate her or him (constants already in the run's dtype);
     with ``setup``, add the outcomes, computed on year-end read-outs."""
     patient = sample_patient(seed, pid, spec, steady.dtype)
-    out = simulate_patient(patient, model, steady, arms, grid)
+    life = simulate_patient(patient, model, steady, arms, grid)
+    outcomes = None
     if setup is not None:
         key = jax.random.fold_in(jax.random.key(seed), pid)
-        out = {**out, **patient_outcomes(patient, year_ends(out, grid.outputs_per_year), setup,
-                                         key)}
-    return patient, out
+        outcomes = patient_outcomes(patient, life.year_ends(grid.outputs_per_year), setup, key)
+    return ChunkResult(patient, life, outcomes)
 
 
 def chunk_ids(start: int, stop: int, chunk_size: int):

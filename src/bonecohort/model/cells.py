@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from .params import CellAction, CoreParams, Dosing
+from bonecohort.model.params import CellAction, CoreParams, Dosing
 
 
 class Ligands(NamedTuple):

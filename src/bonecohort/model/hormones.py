@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .params import CellAction, HormoneParams
+from bonecohort.model.params import CellAction, HormoneParams
 
 
 class Hormones(NamedTuple):

@@ -23,6 +23,7 @@ Sources
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
@@ -151,9 +152,89 @@ class SiteParams(NamedTuple):
 # the remodeling-space transient; it is larger than histomorphometric activation frequencies.
 LUMBAR_SPINE = SiteParams(turnover=0.5, mech_gain=1.5, er_gain=1.0, age_loss=0.001)
 FEMORAL_NECK = SiteParams(turnover=0.4, mech_gain=1.5, er_gain=0.75, age_loss=0.003)
-SITE_NAMES = ("femoral_neck", "lumbar_spine")
+
+
+class Site(IntEnum):
+    """Simulated skeletal sites, in the order of the site axis of ``SiteParams`` stacks and of
+    every per-site output."""
+
+    FEMORAL_NECK = 0
+    LUMBAR_SPINE = 1
+
+    @property
+    def key(self) -> str:
+        """Lower-case name used in files and columns (``femoral_neck``)."""
+        return self.name.lower()
+
+
+SITE_NAMES = tuple(s.key for s in Site)
+SITE_PARAMS = {Site.FEMORAL_NECK: FEMORAL_NECK, Site.LUMBAR_SPINE: LUMBAR_SPINE}
 
 
 def default_sites() -> SiteParams:
-    """Both sites stacked on a leading axis, in the order of ``SITE_NAMES``."""
-    return SiteParams(*(np.array(v) for v in zip(FEMORAL_NECK, LUMBAR_SPINE)))
+    """Both sites stacked on a leading axis, in ``Site`` order."""
+    return SiteParams(*(np.array(v) for v in zip(*(SITE_PARAMS[s] for s in Site))))
+
+
+class EndocrineParams(NamedTuple):
+    """Population constants of the endogenous trajectories (exposure/endogenous.py documents the forms)."""
+
+    E2_pre: float = 100.0  # pg/mL, cycle-averaged premenopausal estradiol
+    width: float = 0.8  # years, logistic scale of the menopause transition around the FMP
+    t_decline: float = 0.01  # 1/yr, testosterone decline with age (DESIGN.md section 4)
+    hypogonadal_factor: float = 0.35  # -, T of a hypogonadal man relative to his trajectory
+    hypogonadal_width: float = 1.0  # years, logistic scale of the onset of hypogonadism
+
+
+class FractureParams(NamedTuple):
+    """Fracture and mortality constants (sources in outcomes/hazards.py)."""
+
+    hip_gr: tuple = (3.68, 3.07, 2.78, 2.28, 1.70)  # per SD at ages 50, 60, 70, 80, 90
+    other_gr_65: float = 1.40
+    other_gr_slope: float = 0.005  # 1/yr, log scale
+    gamma: float = 0.3  # turnover exponent (calibration parameter)
+    prior_rr: float = 1.86
+    hip_death_rr_first: tuple = (2.94, 3.86)  # women, men; year after a hip fracture
+    hip_death_rr_later: tuple = (1.5, 1.8)
+
+
+class ModelParams(NamedTuple):
+    """All model constants as one pytree (``sites`` stacked on a leading site axis, in
+    ``Site`` order), the fracture-risk constants included (their turnover exponent is fitted
+    with the rest)."""
+
+    core: CoreParams
+    hormones: HormoneParams
+    endocrine: EndocrineParams
+    sites: SiteParams
+    fracture: FractureParams = FractureParams()
+
+
+def hand_set_model() -> ModelParams:
+    """The constants as set by hand in this module (the start of a fit). The model commands
+    use applies the shipped calibration on top (``fit.parameters.default_model``)."""
+    return ModelParams(CoreParams(), HormoneParams(), EndocrineParams(), default_sites())
+
+
+# Every patient starts at peak bone mass, at the Pivonka steady state with her or his own
+# untreated hormones, at this age (years): the young-adult reference of NHANES III (ages
+# 20-29) and of the WHO T-score (Looker 1998 Osteoporos Int 8:468).
+PEAK_BONE_AGE = 30.0
+
+
+class BmdReference(NamedTuple):
+    """Femoral-neck BMD of a young-adult reference group (g/cm2): T = (BMD - mean) / sd."""
+
+    mean: float
+    sd: float
+
+    def tscore(self, bmd):
+        """T-score of ``bmd`` (numpy or JAX arrays, or floats)."""
+        return (bmd - self.mean) / self.sd
+
+
+# NHANES III, non-Hispanic white adults aged 20-29, femoral neck (Looker 1998 Osteoporos Int
+# 8:468, Table 2). The women's values are the WHO / FRAX T-score reference for both sexes
+# (Kanis 2008 Bone 42:467), the unit in which gradients of fracture risk are expressed.
+NHANES_WOMEN = BmdReference(0.858, 0.120)
+NHANES_MEN = BmdReference(0.934, 0.137)

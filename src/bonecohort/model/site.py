@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .cells import cell_rates
-from .params import CellAction, CoreParams, Dosing, SiteParams
+from bonecohort.model.cells import cell_rates
+from bonecohort.model.params import CellAction, CoreParams, Dosing, SiteParams
 
 DAYS_PER_YEAR = 365.25
 

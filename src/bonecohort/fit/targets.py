@@ -24,10 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import (ConfigError, Study, _check_int, _check_number, _check_str, _fail,
-                     _table, _unknown_keys, read_text, study_from_table)
+from bonecohort.config import ConfigError, Study, read_text, study_from_table
+from bonecohort.config.checks import (
+    check_int,
+    check_number,
+    check_str,
+    fail,
+    table,
+    unknown_keys,
+)
+from bonecohort.model.params import SITE_NAMES
 
-MODEL_SITES = ("femoral_neck", "lumbar_spine")
+MODEL_SITES = SITE_NAMES
 BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
 FRACTURES = {"hip_fracture": "hip", "any_clinical_fracture": "mof"}
 BMD_MEASURES = ("pct_change_within_arm", "pct_change_difference_vs_comparator",
@@ -134,13 +142,13 @@ def _relabel(exc: ConfigError, path: str, prefix: str) -> ConfigError:
 
 def _parse_trial(raw, path, i, seed) -> Trial:
     section = f"trials[{i}]"
-    raw = _table(raw, path, section)
-    _unknown_keys(raw, TRIAL_KEYS, path, section)
-    name = _check_str(raw.get("name"), path, section, "name")
+    raw = table(raw, path, section)
+    unknown_keys(raw, TRIAL_KEYS, path, section)
+    name = check_str(raw.get("name"), path, section, "name")
     section = f"trials[{i}] ('{name}')"
     for key in ("population", "arms"):
         if key not in raw:
-            _fail(path, section, key, "missing; a trial needs a population and its arms.")
+            fail(path, section, key, "missing; a trial needs a population and its arms.")
     study = {"name": name, "horizon_years": raw.get("horizon_years", 5),
              "patients": raw.get("patients", 2000), "seed": raw.get("seed", seed),
              "description": raw.get("description", "")}
@@ -155,47 +163,47 @@ def _parse_trial(raw, path, i, seed) -> Trial:
 
 
 def _choice(value, path, section, field, choices):
-    return _check_str(value, path, section, field, set(choices))
+    return check_str(value, path, section, field, set(choices))
 
 
 def _parse_window(raw, path, section, trial: Trial) -> Window:
-    raw = _table(raw, path, f"{section}.window")
-    _unknown_keys(raw, WINDOW_KEYS, path, f"{section}.window")
+    raw = table(raw, path, f"{section}.window")
+    unknown_keys(raw, WINDOW_KEYS, path, f"{section}.window")
     for key in WINDOW_KEYS:
         if key not in raw:
-            _fail(path, section, f"window.{key}", "missing (from = \"entry\" or \"fmp\", "
+            fail(path, section, f"window.{key}", "missing (from = \"entry\" or \"fmp\", "
                   "start_years, end_years).")
     origin = _choice(raw["from"], path, section, "window.from", ORIGINS)
-    start = _check_number(raw["start_years"], path, section, "window.start_years", -30, 70)
-    end = _check_number(raw["end_years"], path, section, "window.end_years", -30, 70)
+    start = check_number(raw["start_years"], path, section, "window.start_years", -30, 70)
+    end = check_number(raw["end_years"], path, section, "window.end_years", -30, 70)
     if end <= start:
-        _fail(path, section, "window.end_years", f"must be after start_years ({start}).")
+        fail(path, section, "window.end_years", f"must be after start_years ({start}).")
     horizon = trial.study.horizon_years
     if origin == "entry" and (start < 0 or end > horizon):
-        _fail(path, section, "window", f"[{start}, {end}] years from entry is outside trial "
+        fail(path, section, "window", f"[{start}, {end}] years from entry is outside trial "
               f"'{trial.name}' (0 to horizon_years = {horizon}).")
     if origin == "fmp" and trial.study.population.male_fraction > 0:
-        _fail(path, section, "window.from", f"\"fmp\" needs a female trial; '{trial.name}' "
+        fail(path, section, "window.from", f"\"fmp\" needs a female trial; '{trial.name}' "
               "includes men.")
     return Window(origin, start, end)
 
 
 def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     section = f"targets[{i}]"
-    raw = _table(raw, path, section)
-    _unknown_keys(raw, TARGET_KEYS, path, section)
-    tid = _check_str(raw.get("id"), path, section, "id")
+    raw = table(raw, path, section)
+    unknown_keys(raw, TARGET_KEYS, path, section)
+    tid = check_str(raw.get("id"), path, section, "id")
     if tid in seen:
-        _fail(path, section, "id", f"duplicate target id '{tid}'.")
+        fail(path, section, "id", f"duplicate target id '{tid}'.")
     section = f"targets[{i}] ('{tid}')"
     for key in ("trial", "arm", "site", "window", "measure", "observed"):
         if key not in raw:
-            _fail(path, section, key, "missing.")
+            fail(path, section, key, "missing.")
     trial = trials.get(raw["trial"]) if isinstance(raw["trial"], str) else None
     if trial is None:
         close = difflib.get_close_matches(str(raw["trial"]), sorted(trials), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        _fail(path, section, "trial", f"'{raw['trial']}' is not a trial of this file "
+        fail(path, section, "trial", f"'{raw['trial']}' is not a trial of this file "
               f"({', '.join(trials)}).{hint}")
     arms = [a.name for a in trial.study.arms]
     arm = _choice(raw["arm"], path, section, "arm", arms)
@@ -203,57 +211,57 @@ def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     comparator = None
     if measure in NEEDS_COMPARATOR:
         if "comparator" not in raw:
-            _fail(path, section, "comparator", f"missing; {measure} compares two arms of "
+            fail(path, section, "comparator", f"missing; {measure} compares two arms of "
                   f"'{trial.name}' ({', '.join(arms)}).")
         comparator = _choice(raw["comparator"], path, section, "comparator", arms)
         if comparator == arm:
-            _fail(path, section, "comparator", "must differ from arm.")
+            fail(path, section, "comparator", "must differ from arm.")
     elif "comparator" in raw:
-        _fail(path, section, "comparator", f"not used by {measure} (within one arm).")
+        fail(path, section, "comparator", f"not used by {measure} (within one arm).")
     site = _choice(raw["site"], path, section, "site", BMD_SITES + tuple(FRACTURES))
     fracture = site in FRACTURES
     if fracture != (measure == "hazard_ratio"):
-        _fail(path, section, "measure", f"{measure} does not apply to site '{site}' (hazard "
+        fail(path, section, "measure", f"{measure} does not apply to site '{site}' (hazard "
               "ratios are for fracture sites, % changes for BMD sites).")
     model_site = None
     if not fracture:
         default = site if site in MODEL_SITES else None
         model_site = raw.get("model_site", default)
         if model_site is None:
-            _fail(path, section, "model_site", f"missing; '{site}' is not simulated, name the "
+            fail(path, section, "model_site", f"missing; '{site}' is not simulated, name the "
                   f"site that stands for it ({', '.join(MODEL_SITES)}).")
         model_site = _choice(model_site, path, section, "model_site", MODEL_SITES)
     elif "model_site" in raw:
-        _fail(path, section, "model_site", "only for BMD targets.")
+        fail(path, section, "model_site", "only for BMD targets.")
     window = _parse_window(raw["window"], path, section, trial)
     lo_obs, hi_obs = (1e-3, 100.0) if fracture else (-100.0, 100.0)
-    observed = _check_number(raw["observed"], path, section, "observed", lo_obs, hi_obs)
+    observed = check_number(raw["observed"], path, section, "observed", lo_obs, hi_obs)
     se = None
     if "se" in raw:
-        se = _check_number(raw["se"], path, section, "se", 1e-6, 100.0)
+        se = check_number(raw["se"], path, section, "se", 1e-6, 100.0)
     if "ci95" in raw:
         ci = raw["ci95"]
         if (not isinstance(ci, list) or len(ci) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                            for v in ci) or not ci[0] < observed < ci[1]):
-            _fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
+            fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
                   f"got {ci!r}.")
         if fracture and ci[0] <= 0:
-            _fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
+            fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
         se_ci = ((math.log(ci[1]) - math.log(ci[0])) if fracture else (ci[1] - ci[0])) / 3.92
         if se is not None and not math.isclose(se, se_ci, rel_tol=0.05):
-            _fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
+            fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
                   "give one of them.")
         se = se_ci
     if fracture and se is None:
-        _fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
-    n = _check_int(raw["n"], path, section, "n", 1, 10**7) if "n" in raw else None
+        fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
+    n = check_int(raw["n"], path, section, "n", 1, 10**7) if "n" in raw else None
     text = {k: raw.get(k, "") for k in ("note", "source", "se_from")}
     for key, value in text.items():
         if not isinstance(value, str):
-            _fail(path, section, key, f"expected a string, got {value!r}.")
+            fail(path, section, key, f"expected a string, got {value!r}.")
     if not text["source"].strip():
-        _fail(path, section, "source", "missing; every target names its publication.")
+        fail(path, section, "source", "missing; every target names its publication.")
     return Target(tid, trial.name, arm, comparator, site, model_site, window, measure,
                   observed, se, n, text["note"], text["source"])
 
@@ -264,21 +272,21 @@ def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
-    _unknown_keys(raw, FILE_KEYS, path, "top level")
-    header = _table(raw.get("target_set", {}), path, "target_set")
-    _unknown_keys(header, HEADER_KEYS, path, "target_set")
+    unknown_keys(raw, FILE_KEYS, path, "top level")
+    header = table(raw.get("target_set", {}), path, "target_set")
+    unknown_keys(header, HEADER_KEYS, path, "target_set")
     rows = raw.get("targets")
     trials_raw = raw.get("trials")
     if not isinstance(trials_raw, list) or not trials_raw:
-        _fail(path, "trials", "(section)", "expected one or more [[trials]] tables.")
+        fail(path, "trials", "(section)", "expected one or more [[trials]] tables.")
     trials = {}
     for i, t in enumerate(trials_raw):
         trial = _parse_trial(t, path, i, seed=i + 1)
         if trial.name in trials:
-            _fail(path, f"trials[{i}]", "name", f"duplicate trial name '{trial.name}'.")
+            fail(path, f"trials[{i}]", "name", f"duplicate trial name '{trial.name}'.")
         trials[trial.name] = trial
     if not isinstance(rows, list) or not rows:
-        _fail(path, "targets", "(section)", "expected one or more [[targets]] tables.")
+        fail(path, "targets", "(section)", "expected one or more [[targets]] tables.")
     targets, seen = [], set()
     for i, r in enumerate(rows):
         target = _parse_target(r, path, i, trials, seen)
@@ -286,10 +294,10 @@ def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
         targets.append(target)
     return TargetSet(
         path=path,
-        name=_check_str(header.get("name", Path(path).stem), path, "target_set", "name"),
+        name=check_str(header.get("name", Path(path).stem), path, "target_set", "name"),
         description=str(header.get("description", "")),
         source=str(header.get("source", "")),
-        tolerance_pp=_check_number(header.get("tolerance_pp", 1.0), path, "target_set",
+        tolerance_pp=check_number(header.get("tolerance_pp", 1.0), path, "target_set",
                                    "tolerance_pp", 0.0, 20.0),
         trials=trials, targets=tuple(targets),
         sha256=hashlib.sha256(text.encode()).hexdigest())

@@ -37,18 +37,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .model.hormones import Hormones
-from .model.params import HormoneParams
-
-
-class EndocrineParams(NamedTuple):
-    """Population constants of the endogenous trajectories (see module docstring)."""
-
-    E2_pre: float = 100.0  # pg/mL, cycle-averaged premenopausal estradiol
-    width: float = 0.8  # years, logistic scale of the menopause transition around the FMP
-    t_decline: float = 0.01  # 1/yr, testosterone decline with age (DESIGN.md section 4)
-    hypogonadal_factor: float = 0.35  # -, T of a hypogonadal man relative to his trajectory
-    hypogonadal_width: float = 1.0  # years, logistic scale of the onset of hypogonadism
+from bonecohort.model.hormones import Hormones
+from bonecohort.model.params import EndocrineParams, HormoneParams
 
 
 class StepInputs(NamedTuple):

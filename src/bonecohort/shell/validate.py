@@ -15,12 +15,16 @@ from pathlib import Path
 import jax.numpy as jnp
 import polars as pl
 
-from .fracture_reference import outcome_setup
-from .simulate import ModelParams, default_model
-from .targets import TargetSet
-from .trials import run_trials, target_value
+from bonecohort.cohort import with_x64
+from bonecohort.fit.parameters import default_model
+from bonecohort.fit.targets import TargetSet
+from bonecohort.fit.trials import run_trials, target_value
+from bonecohort.model.params import ModelParams
+from bonecohort.reference_cache import outcome_setup
+from bonecohort.shell.report import figure
 
 
+@with_x64
 def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
                      log=lambda m: None) -> pl.DataFrame:
     model = default_model() if model is None else model
@@ -49,12 +53,7 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
 def plot_validation(table: pl.DataFrame, path: Path):
     """Simulated against observed, one point per target, identity line; BMD and hazard
     ratios in two panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [3, 1]})
+    fig, axes = figure(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [3, 1]})
     for ax, hr in zip(axes, (False, True)):
         part = table.filter((pl.col("measure") == "hazard_ratio") == hr)
         if part.is_empty():
@@ -76,7 +75,6 @@ def plot_validation(table: pl.DataFrame, path: Path):
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def format_table(table: pl.DataFrame) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .config import ConfigError, parse_study
+from bonecohort.config import ConfigError, parse_study
 
 
 class CompareError(Exception):
@@ -45,7 +45,7 @@ def compare_runs(runs) -> pl.DataFrame:
             pl.lit(str(run)).alias("run"), "arm", "patients",
             pl.col("hip_by_age").alias(f"hip/1000 by {study.outcomes.by_age:g}"),
             pl.col("mof_by_age").alias(f"MOF/1000 by {study.outcomes.by_age:g}"),
-            "hip_rr", "mof_rr", "hip_nnt", "mof_nnt", "deaths", "life_years",
+            "hip_rr", "mof_rr", "hip_nnt", "mof_nnt", "deaths_horizon", "life_years",
             pl.lit(study.reference_arm).alias("reference_arm")))
     try:
         return pl.concat(frames, how="vertical")

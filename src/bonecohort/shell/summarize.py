@@ -18,8 +18,17 @@ from __future__ import annotations
 
 import polars as pl
 
+from bonecohort.model.params import Site
+from bonecohort.shell.tables import (
+    EVENTS,
+    FRACTURE_COLUMNS,
+    OSTEOPOROSIS_T,
+    SITE_PREFIX,
+    from_age_column,
+    pct_column,
+)
+
 REPORT_YEARS = (1, 5, 10, 30)
-OSTEOPOROSIS_T = -2.5  # WHO definition, femoral-neck T-score
 Z = 1.96
 SUBGROUPS = ("all", "sex", "age_band", "tscore_category_entry")
 
@@ -38,9 +47,10 @@ def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame
     """Mean % BMD change from entry at report years, per arm, sex and site, and the share (%)
     with femoral-neck T-score <= -2.5 at entry and at the horizon."""
     aggs = [pl.len().alias("patients")]
-    for site, prefix in (("FN", "fn"), ("LS", "ls")):
+    for site in Site:
         for y in report_years(horizon):
-            aggs.append(pl.col(f"{prefix}_pct_y{y}").mean().alias(f"{site} %chg y{y}"))
+            aggs.append(pl.col(pct_column(site, y)).mean().alias(
+                f"{SITE_PREFIX[site].upper()} %chg y{y}"))
     aggs += [
         (100 * (pl.col("fn_tscore_entry") <= OSTEOPOROSIS_T).mean()).alias("% T<=-2.5 entry"),
         (100 * (pl.col("fn_tscore_end") <= OSTEOPOROSIS_T).mean()).alias(
@@ -87,28 +97,29 @@ def _contrast(label: str):
     ]
 
 
-def outcome_summary(patients: pl.LazyFrame, arm_order) -> pl.DataFrame:
+def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=()) -> pl.DataFrame:
     """Fractures, deaths and contrasts per arm, overall and by subgroup.
 
     Columns: subgroup ("all", "sex", "age_band", "tscore_category_entry"), level, arm,
     patients; per 1000 with _lo/_hi: hip, vertebral, forearm, humerus, mof (over the
-    horizon), hip_by_age, mof_by_age, deaths; life_years (mean); exp_p10_hip_pct /
+    horizon), hip_by_age, mof_by_age, deaths_horizon (deaths over the horizon); life_years
+    (mean); exp_p10_hip_pct /
     exp_p10_mof_pct (mean expected 10-year probability from entry, %), p10_hip_age{A}_pct /
     p10_mof_age{A}_pct (from age A, among patients whose simulation covers it); hip_* and
     mof_* contrasts vs the reference arm (see module docstring).
     """
     aggs = [pl.len().alias("patients")]
-    for col, name in (("n_hip", "hip"), ("n_vertebral", "vertebral"), ("n_forearm", "forearm"),
-                      ("n_humerus", "humerus"), ("n_mof", "mof"), ("hip_by_age", "hip_by_age"),
-                      ("mof_by_age", "mof_by_age")):
+    counts = [(c, c.removeprefix("n_")) for c in FRACTURE_COLUMNS + ("n_mof",)]
+    for col, name in counts + [(f"{e}_by_age", f"{e}_by_age") for e in EVENTS]:
         aggs += _rate(col, name)
-    aggs += _rate("died", "deaths")
+    aggs += _rate("died", "deaths_horizon")
     aggs += [pl.col("life_years").mean().alias("life_years"),
              (100 * pl.col("exp_p10_hip").mean()).alias("exp_p10_hip_pct"),
              (100 * pl.col("exp_p10_mof").mean()).alias("exp_p10_mof_pct")]
-    for col in patients.collect_schema().names():
-        if col.startswith("exp_p10_") and "_age" in col:  # probabilities from a given age
-            aggs.append((100 * pl.col(col).mean()).alias(f"{col[4:]}_pct"))
+    for event in EVENTS:
+        for age in probability_ages:
+            col = from_age_column(event, age)
+            aggs.append((100 * pl.col(col).mean()).alias(f"{col.removeprefix('exp_')}_pct"))
     aggs += _paired("hip", "hip") + _paired("mof", "mof")
     frames = []
     for sub in SUBGROUPS:
@@ -171,8 +182,8 @@ def _nnt(event: str):
             .otherwise(pl.lit("-")))
 
 
-def headline(outcomes: pl.DataFrame, by_age: float) -> pl.DataFrame:
-    """The printed table: overall fracture outcomes per arm."""
+def headline(outcomes: pl.DataFrame, by_age: float, horizon: int) -> pl.DataFrame:
+    """The printed table: overall fracture outcomes per arm (deaths over the ``horizon``)."""
     a = f"{by_age:g}"
     df = outcomes.filter(pl.col("subgroup") == "all")
 
@@ -190,7 +201,7 @@ def headline(outcomes: pl.DataFrame, by_age: float) -> pl.DataFrame:
         pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
                                   ("mof_rr", "mof_rr_lo", "mof_rr_hi"))).alias("MOF RR"),
         _nnt("mof").alias("MOF NNT"),
-        pl.col("deaths").round(0).alias("deaths/1000"),
+        pl.col("deaths_horizon").round(0).alias(f"deaths/1000 in {horizon} y"),
         pl.col("exp_p10_hip_pct").round(2).alias("10y hip %"),
         pl.col("exp_p10_mof_pct").round(2).alias("10y MOF %"),
     )
@@ -205,7 +216,7 @@ def format_summary(summary: pl.DataFrame) -> str:
 
 def agent_notes(arms) -> list[str]:
     """One line per agent used in ``arms`` (evidence grade), then any warnings."""
-    from .agents import AGENTS
+    from bonecohort.exposure.agents import AGENTS  # noqa: PLC0415 (host metadata only)
 
     used = sorted({reg.agent for arm in arms for reg in arm.regimens})
     lines = [f"  {name}: evidence {AGENTS[name].evidence}" for name in used]

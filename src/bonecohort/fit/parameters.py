@@ -13,8 +13,8 @@ File format (TOML), written by ``bonecohort calibrate`` and read by ``load_param
     [parameters]           "path" = value, one per fitted constant
 
 Constants not listed keep their hand-set values (model/params.py, outcomes.FractureParams).
-The package ships the fit to configs/targets/public.toml as ``parameters/public.toml``;
-``simulate.default_model`` applies it.
+The package ships the fit to configs/targets/public.toml as ``data/parameters/public.toml``;
+``default_model`` applies it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ConfigError
-from .model.params import SITE_NAMES
+from bonecohort.config import ConfigError
+from bonecohort.data import SHIPPED_PARAMETERS
+from bonecohort.model.params import SITE_NAMES, ModelParams, hand_set_model
 
 
 @dataclass(frozen=True)
@@ -183,3 +184,9 @@ def _toml_value(v):
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def default_model() -> ModelParams:
+    """The model every command uses: the hand-set constants with the shipped calibration
+    (``data/parameters/public.toml``, fitted to configs/targets/public.toml) applied."""
+    return load_parameters(SHIPPED_PARAMETERS, hand_set_model())

@@ -18,14 +18,20 @@ import jax
 import jax.numpy as jnp
 import polars as pl
 
-from .cohort import chunk_ids, make_chunk_runner
-from .config import ConfigError, Study
-from .fracture_reference import outcome_setup
-from .report import write_report
-from .simulate import ModelParams, default_model
-from .summarize import arm_summary, cumulative_incidence, outcome_summary, tscore_distribution
-from .tables import (MAX_SCREENED_PER_PATIENT, eligible_rows, nonfinite_patients,
-                     patient_table)
+from bonecohort.cohort import make_chunk_runner, with_x64
+from bonecohort.config import ConfigError, Study
+from bonecohort.fit.parameters import default_model
+from bonecohort.fit.screening import screen
+from bonecohort.model.params import ModelParams
+from bonecohort.reference_cache import outcome_setup
+from bonecohort.shell.report import write_report
+from bonecohort.shell.summarize import (
+    arm_summary,
+    cumulative_incidence,
+    outcome_summary,
+    tscore_distribution,
+)
+from bonecohort.shell.tables import nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
 
@@ -34,8 +40,6 @@ class SimulationError(Exception):
     """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
 
 
-class EligibilityError(ConfigError):
-    """Eligibility keeps too few simulated patients to fill the study."""
 
 
 
@@ -118,58 +122,44 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
     journal = journal_path.open("w")  # keep only the entries that were read back
     journal.writelines(json.dumps(c) + "\n" for c in done.values())
     failed = []
-    screened = kept = 0
-    t0, computed = time.perf_counter(), 0
-    while kept < study.patients:
-        if screened >= MAX_SCREENED_PER_PATIENT * study.patients + chunk:
-            raise EligibilityError(
-                f"{study.path}: [eligibility]: only {kept:,} of {screened:,} simulated patients "
-                f"({100 * kept / screened:.2f} %) are eligible; the study needs "
-                f"{study.patients:,}. Widen [eligibility] or [population].")
-        # up to the next step boundary (a resumed step may be partly done)
-        n_valid = chunk - screened % chunk
-        if study.eligibility.is_open:
-            n_valid = min(n_valid, study.patients - screened)
-        if screened in done:  # finished before an interruption
-            entry = done[screened]
-            screened, kept = screened + entry["simulated"], kept + entry["kept"]
-            continue
-        if (screened // chunk) % processes != index:  # another process's (no eligibility)
-            screened, kept = screened + n_valid, kept + n_valid
-            continue
-        # one transfer to the host per chunk; everything below works on numpy arrays
-        patients, outputs = jax.device_get(runner(chunk_ids(screened, screened + n_valid,
-                                                             chunk)))
-        tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
-        rows = eligible_rows(patients, outputs, n_valid, study.eligibility, tscore_ref)
-        rows = rows[:study.patients - kept]
-        if len(rows):
-            failed += nonfinite_patients(patients, outputs, rows)
+    screened, t0, computed = 0, time.perf_counter(), 0
+    per = chunk // len(devs)
+
+    def finished(start, n_valid):
+        if start in done:  # finished before an interruption
+            return done[start]["simulated"], done[start]["kept"]
+        if (start // chunk) % processes != index:  # another process's (no eligibility)
+            return n_valid, n_valid
+        return None
+
+    for s in screen(runner, study.patients, chunk, study.eligibility,
+                    study.outcomes.tscore_reference, study.path, finished):
+        if len(s.rows):
+            failed += nonfinite_patients(s.result, s.rows)
         # one part per chunk of the study's size, whatever the number of devices, so that the
         # dataset (and every sum over it) is laid out the same way
-        per = chunk // len(devs)
-        for lo in range(0, n_valid, per):
-            sub = rows[(rows >= lo) & (rows < lo + per)]
+        for lo in range(0, s.n_valid, per):
+            sub = s.rows[(s.rows >= lo) & (s.rows < lo + per)]
             part = ""
             if len(sub):
-                table = patient_table(patients, outputs, arm_names, sub, study.reference_arm,
-                                      tscore_ref)
-                part = f"part-{screened + lo:012d}.parquet"
+                table = patient_table(s.result, arm_names, sub, study.reference_arm,
+                                      study.outcomes)
+                part = f"part-{s.start + lo:012d}.parquet"
                 tmp = parts / f".{part}.tmp"
                 table.write_parquet(tmp)
                 os.replace(tmp, parts / part)
-            journal.write(json.dumps({"start": screened + lo, "kept": len(sub), "part": part,
-                                      "simulated": min(per, n_valid - lo)}) + "\n")
+            journal.write(json.dumps({"start": s.start + lo, "kept": len(sub), "part": part,
+                                      "simulated": min(per, s.n_valid - lo)}) + "\n")
         journal.flush()
-        screened, kept, computed = screened + n_valid, kept + len(rows), computed + n_valid
+        screened, computed = s.screened, computed + s.n_valid
         elapsed = time.perf_counter() - t0
-        if computed == n_valid:
+        if computed == s.n_valid:
             log(f"first chunk compiled and simulated in {elapsed:.1f} s")
         rate = computed / elapsed
         if progress is not None:
-            progress(kept, rate)
+            progress(s.kept, rate)
         else:
-            log(f"simulated {screened:,} patients, {kept:,}/{study.patients:,} eligible "
+            log(f"simulated {s.screened:,} patients, {s.kept:,}/{study.patients:,} eligible "
                 f"({rate:,.0f} patients/s)")
     journal.close()
     if failed:
@@ -274,7 +264,7 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> 
     arms = [a.name for a in study.arms]
     results = {
         "summary": arm_summary(lazy, study.horizon_years, arms),
-        "outcomes": outcome_summary(lazy, arms),
+        "outcomes": outcome_summary(lazy, arms, study.outcomes.probability_ages),
         "cumulative": cumulative_incidence(lazy, study.horizon_years, arms),
         "tscores": tscore_distribution(lazy, arms),
     }
@@ -291,6 +281,7 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> 
     return results
 
 
+@with_x64
 def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None,
               progress=None, model: ModelParams | None = None, resume: bool = False,
               devices: int | None = None):
@@ -324,6 +315,7 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
 DISTRIBUTED_STUDY = "study.toml"  # the config of a distributed run, kept in its directory
 
 
+@with_x64
 def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progress=None,
                             devices: int | None = None, coordinator: str | None = None,
                             num_processes: int | None = None, process_id: int | None = None):
@@ -369,7 +361,7 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
 def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
     """Summaries, manifest and report of a distributed run once every process has finished
     (reads the partitioned dataset ``run_dir/patients/*.parquet``)."""
-    from .config import load_study
+    from bonecohort.config import load_study
 
     try:
         identity = json.loads((run_dir / "run.json").read_text())

@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from .agents import AGENTS, EXPOSURES
-from .exposure import StepInputs, window_fraction
+from bonecohort.exposure.agents import AGENTS, EXPOSURES
+from bonecohort.exposure.endogenous import StepInputs, window_fraction
 
 
 class Regimen(NamedTuple):

@@ -14,55 +14,56 @@ continues from the state at entry; arms are vmapped (one compiled branch for all
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .exposure import EndocrineParams, StepInputs, hormones_at, no_treatment
-from .integrate import METHODS, integrate
-from .model.hormones import hormone_action
-from .model.params import CoreParams, HormoneParams, SiteParams, default_sites
-from .model.site import DAYS_PER_YEAR, site_rates
-from .outcomes import FractureParams
-from .population import Patient
-from .protocol import step_inputs
+from bonecohort.exposure.endogenous import StepInputs, hormones_at, no_treatment
+from bonecohort.exposure.protocol import step_inputs
+from bonecohort.model.hormones import hormone_action
+from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
+from bonecohort.model.site import DAYS_PER_YEAR, site_rates
+from bonecohort.population import Patient
+from bonecohort.solve.rosenbrock import METHODS, integrate
 
 
 class Grid(NamedTuple):
     prefix_years: int
     horizon_years: int
     steps_per_year: int = 12
-    solver: str = "rodas3"  # a key of integrate.METHODS
+    solver: str = "rodas3"  # a key of rosenbrock.METHODS
     outputs_per_year: int = 1  # read-outs after entry: 1 (year ends) or 12 (month ends)
 
-
-class ModelParams(NamedTuple):
-    """All model constants as one pytree (``sites`` stacked on a leading site axis), the
-    fracture-risk constants included (their turnover exponent is fitted with the rest)."""
-
-    core: CoreParams
-    hormones: HormoneParams
-    endocrine: EndocrineParams
-    sites: SiteParams
-    fracture: FractureParams = FractureParams()
+    @staticmethod
+    def for_entry_ages(age_max: float, horizon_years: int, **kw) -> "Grid":
+        """The grid of a population entering at ages up to ``age_max``: a prefix from peak
+        bone mass (``PEAK_BONE_AGE``) long enough for the oldest entrant."""
+        return Grid(prefix_years=math.ceil(age_max - PEAK_BONE_AGE),
+                    horizon_years=horizon_years, **kw)
 
 
-def hand_set_model() -> ModelParams:
-    """The constants as set by hand in model/params.py and outcomes.py (the start of a fit)."""
-    return ModelParams(CoreParams(), HormoneParams(), EndocrineParams(), default_sites())
+class LifeCourse(NamedTuple):
+    """What ``simulate_patient`` returns for one patient (a batch adds a leading axis).
 
+    Sites are on the axis named by ``model.params.Site``; read-outs ``k`` are the ends of
+    year (or month, ``Grid.outputs_per_year``) ``k + 1`` after entry.
+    """
 
-SHIPPED_PARAMETERS = Path(__file__).parent / "parameters" / "public.toml"
+    bv_entry: jnp.ndarray  # (sites,) bone volume at entry relative to peak bone mass
+    bv_rel: jnp.ndarray  # (arms, sites, read-outs) bone volume relative to entry
+    oc_entry: jnp.ndarray  # (sites,) active osteoclasts / reference steady state at entry
+    oc: jnp.ndarray  # (arms, sites, read-outs) the same at each read-out (resorption)
+    e2_entry: jnp.ndarray  # () pg/mL, untreated serum estradiol at entry
+    t_entry: jnp.ndarray  # () ng/dL, untreated serum testosterone at entry
 
-
-def default_model() -> ModelParams:
-    """The model every command uses: the hand-set constants with the shipped calibration
-    (``parameters/public.toml``, fitted to configs/targets/public.toml) applied."""
-    from .parameters import load_parameters
-
-    return load_parameters(SHIPPED_PARAMETERS, hand_set_model())
+    def year_ends(self, per_year: int) -> "LifeCourse":
+        """Read-outs taken ``per_year`` times a year, reduced to year ends."""
+        if per_year == 1:
+            return self
+        return self._replace(bv_rel=self.bv_rel[..., per_year - 1::per_year],
+                             oc=self.oc[..., per_year - 1::per_year])
 
 
 def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):
@@ -99,12 +100,7 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     """Simulate both sites of one patient through the natural history and every arm.
 
     ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,).
-    Returns a dict of arrays: ``bv_entry`` (n_sites,), BV at entry relative to peak;
-    ``bv_rel`` (n_arms, n_sites, horizon_years x outputs_per_year), BV at the end of each
-    year (or month) after entry relative to BV at entry; ``oc_entry`` (n_sites,) and ``oc``
-    (same shape as ``bv_rel``): active osteoclasts relative to the reference steady state
-    (resorption, the turnover read-out) at entry and at the same read-out times;
-    ``e2_entry`` (pg/mL) and ``t_entry`` (ng/dL): untreated serum hormones at entry.
+    Returns a ``LifeCourse`` (its fields document shapes and units).
     """
     dtype = patient.age_entry.dtype
     spy = grid.steps_per_year
@@ -132,6 +128,6 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     # yearly: (arms, sites, years, 4)
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)
-    return {"bv_entry": y_entry[:, 3], "bv_rel": yearly[..., 3] / y_entry[None, :, 3:4],
-            "oc_entry": y_entry[:, 2], "oc": yearly[..., 2],
-            "e2_entry": at_entry.e2, "t_entry": at_entry.t}
+    return LifeCourse(bv_entry=y_entry[:, 3], bv_rel=yearly[..., 3] / y_entry[None, :, 3:4],
+                      oc_entry=y_entry[:, 2], oc=yearly[..., 2], e2_entry=at_entry.e2,
+                      t_entry=at_entry.t)

@@ -38,14 +38,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cohort import cast_tree, chunk_ids, make_chunk_runner, reference_steady_state
-from .integrate import METHODS, integrate
-from .model.cells import cell_rates
-from .model.params import CellAction, CoreParams, Dosing
-from .model.site import DAYS_PER_YEAR
-from .population import sample_patient
-from .protocol import step_inputs
-from .simulate import default_model, site_rhs, step_edges
+from bonecohort.cohort import (
+    cast_tree,
+    chunk_ids,
+    make_chunk_runner,
+    reference_steady_state,
+    with_x64,
+)
+from bonecohort.exposure.protocol import step_inputs
+from bonecohort.fit.parameters import default_model
+from bonecohort.model.cells import cell_rates
+from bonecohort.model.params import CellAction, CoreParams, Dosing
+from bonecohort.model.site import DAYS_PER_YEAR
+from bonecohort.population import sample_patient
+from bonecohort.solve.life_course import site_rhs, step_edges
+from bonecohort.solve.rosenbrock import METHODS, integrate
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.toml"
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -258,7 +265,7 @@ def _core_rhs(scale):
 
 
 def _core_y0():
-    from .model.cells import steady_state
+    from bonecohort.model.cells import steady_state
 
     return np.array(steady_state(cast_tree(CoreParams(), jnp.float64)))
 
@@ -346,9 +353,10 @@ class BenchOptions:
     config: Path = DEFAULT_CONFIG
 
 
+@with_x64
 def run_bench(opts: BenchOptions, log=print) -> dict:
-    from .config import load_study
-    from .fracture_reference import outcome_setup
+    from bonecohort.config import load_study
+    from bonecohort.reference_cache import outcome_setup
 
     study = load_study(opts.config)
     setup = outcome_setup(study.outcomes, default_model(), str(opts.config))

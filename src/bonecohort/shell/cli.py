@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, load_study
+from bonecohort.config import ConfigError, load_study
 
 
 @click.group()
@@ -86,7 +86,11 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
     `srun bonecohort run study.toml --distributed --out /shared/runs/x`), then run
     `bonecohort summarize /shared/runs/x`.
     """
-    from .runner import SimulationError, run_distributed_process, run_study
+    from bonecohort.shell.runner import (
+        SimulationError,
+        run_distributed_process,
+        run_study,
+    )
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
@@ -122,7 +126,7 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
 
 
 def _print_results(study, results, out):
-    from .summarize import agent_notes, format_summary, headline
+    from bonecohort.shell.summarize import agent_notes, format_summary, headline
     click.echo(f"Study '{study.name}' ({study.patients:,} patients, seed {study.seed}); "
                f"BMD % change from entry (mean) and share with femoral-neck T-score <= -2.5:")
     click.echo(format_summary(results["summary"]))
@@ -130,7 +134,7 @@ def _print_results(study, results, out):
     click.echo(f"Fractures per 1000 patients by age {by_age:g} (or the horizon), sampled with "
                f"common random numbers; RR and NNT vs '{study.reference_arm}' (paired 95 % "
                f"intervals); mean expected 10-year probabilities from entry:")
-    click.echo(format_summary(headline(results["outcomes"], by_age)))
+    click.echo(format_summary(headline(results["outcomes"], by_age, study.horizon_years)))
     notes = agent_notes(study.arms)
     if notes:
         click.echo("Agents used:")
@@ -148,7 +152,7 @@ def summarize(run_dir, quiet):
 
     Example: bonecohort summarize /shared/runs/x
     """
-    from .runner import summarize_run
+    from bonecohort.shell.runner import summarize_run
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
@@ -167,7 +171,7 @@ def agents(sources):
 
     Example: bonecohort agents --sources
     """
-    from .agents import AGENTS_LIST
+    from bonecohort.exposure.agents import AGENTS_LIST
 
     for agent in AGENTS_LIST:
         click.echo(f"{agent.name}  [{agent.kind}]")
@@ -202,11 +206,11 @@ def risk(age, sex, tscore):
     """
     import jax.numpy as jnp
 
-    from .cohort import cast_tree
-    from .config import OutcomeOptions
-    from .outcomes import frax_style_probability
-    from .fracture_reference import outcome_setup
-    from .simulate import default_model
+    from bonecohort.cohort import cast_tree
+    from bonecohort.config import OutcomeOptions
+    from bonecohort.fit.parameters import default_model
+    from bonecohort.outcomes.hazards import frax_style_probability
+    from bonecohort.reference_cache import outcome_setup
 
     setup = cast_tree(outcome_setup(OutcomeOptions(), default_model())._replace(
         probability_ages=()), jnp.float64)
@@ -225,7 +229,7 @@ def report(run_dir):
 
     Example: bonecohort report runs/default
     """
-    from .report import write_report
+    from bonecohort.shell.report import write_report
 
     missing = [f for f in ("manifest.json", "outcomes.parquet", "cumulative.parquet")
                if not (run_dir / f).is_file()]
@@ -258,8 +262,8 @@ def compare(runs, out):
 
     Example: bonecohort compare runs/mht_timing runs/serm_vs_mht
     """
-    from .compare import CompareError, compare_runs
-    from .summarize import format_summary
+    from bonecohort.shell.compare import CompareError, compare_runs
+    from bonecohort.shell.summarize import format_summary
 
     try:
         table = compare_runs(runs)
@@ -307,7 +311,12 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
 
     Example: bonecohort bench --sizes 1e4,1e5 --dtypes float32
     """
-    from .bench import BenchOptions, format_result, run_bench, write_result
+    from bonecohort.shell.bench import (
+        BenchOptions,
+        format_result,
+        run_bench,
+        write_result,
+    )
 
     names = tuple(d.strip() for d in dtypes.split(",") if d.strip())
     bad = [d for d in names if d not in ("float32", "float64")]
@@ -353,7 +362,7 @@ def _persistent_compilation_cache():
 
     import jax
 
-    from .fracture_reference import cache_dir
+    from bonecohort.reference_cache import cache_dir
 
     where = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
         cache_dir() and str(cache_dir() / "jax"))
@@ -364,8 +373,8 @@ def _persistent_compilation_cache():
 
 def _model_from(params):
     """The default model, or the hand-set constants with a parameter file applied."""
-    from .parameters import load_parameters
-    from .simulate import default_model, hand_set_model
+    from bonecohort.fit.parameters import default_model, load_parameters
+    from bonecohort.model.params import hand_set_model
 
     return default_model() if params is None else load_parameters(params, hand_set_model())
 
@@ -395,8 +404,12 @@ def validate(targets, params, patients, out, quiet):
 
     Example: bonecohort validate configs/targets/public.toml --patients 500
     """
-    from .targets import load_targets
-    from .validate import format_table, plot_validation, validation_table
+    from bonecohort.fit.targets import load_targets
+    from bonecohort.shell.validate import (
+        format_table,
+        plot_validation,
+        validation_table,
+    )
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     _persistent_compilation_cache()
@@ -445,10 +458,10 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     """
     import jax.numpy as jnp
 
-    from .calibrate import Objective, fit, parse_free, provenance
-    from .parameters import DEFAULT_FREE, format_parameters
-    from .simulate import hand_set_model
-    from .targets import load_targets
+    from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
+    from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters
+    from bonecohort.fit.targets import load_targets
+    from bonecohort.model.params import hand_set_model
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     _persistent_compilation_cache()

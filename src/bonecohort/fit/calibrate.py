@@ -32,17 +32,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cohort import reference_steady_state
-from .fracture_reference import outcome_setup
-from .parameters import Free, from_theta, to_theta
-from .targets import TargetSet, misfit
-from .trials import run_trials, trial_function
+from bonecohort.cohort import reference_steady_state, with_x64
+from bonecohort.fit.parameters import Free, from_theta, to_theta
+from bonecohort.fit.targets import TargetSet, misfit
+from bonecohort.fit.trials import run_trials, trial_function
+from bonecohort.reference_cache import outcome_setup
 
 
 class Objective:
     """The fit objective of ``ts`` over ``frees``, on a virtual population screened once
     with ``start`` (a ModelParams)."""
 
+    @with_x64
     def __init__(self, ts: TargetSet, start, frees, dtype=jnp.float64,
                  prior_sd: float | None = 1.0, log=lambda m: None):
         self.ts, self.start, self.frees = ts, start, tuple(frees)
@@ -88,6 +89,7 @@ class Objective:
         d = (theta - self.theta0) / self.prior_sd
         return jnp.sum(d ** 2), 2.0 * d / self.prior_sd
 
+    @with_x64
     def __call__(self, theta):
         """(L, dL/dtheta, simulated value of every target in file order)."""
         theta = jnp.asarray(theta, jnp.float64)
@@ -121,6 +123,7 @@ class FitResult:
     seconds: float
 
 
+@with_x64
 def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
         log=lambda m: None, theta=None) -> FitResult:
     """Adam on the unconstrained coordinates from the starting constants, its step size
@@ -187,7 +190,7 @@ def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_
 
 def parse_free(names: str, model) -> tuple:
     """A comma-separated list of parameter paths (``parameters.check_path``)."""
-    from .parameters import check_path
+    from bonecohort.fit.parameters import check_path
 
     frees = tuple(check_path(n.strip(), model) for n in names.split(",") if n.strip())
     if not frees:

@@ -14,14 +14,11 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib
+import polars as pl
+from matplotlib.figure import Figure
 
-matplotlib.use("svg")
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-
-from .agents import AGENTS  # noqa: E402
-from .config import parse_study  # noqa: E402
+from bonecohort.config import parse_study
+from bonecohort.exposure.agents import AGENTS
 
 CAUTION = ("This is a research model, not medical advice. Its hormone-action magnitudes and "
            "several other parameters are set by hand or fitted to a few published trials; "
@@ -30,10 +27,16 @@ CAUTION = ("This is a research model, not medical advice. Its hormone-action mag
 SITES = (("fn", "femoral neck"), ("ls", "lumbar spine"))
 
 
+def figure(*grid, figsize, **kw):
+    """A matplotlib ``Figure`` and its axes, made without pyplot: no backend is chosen and no
+    global state is touched (``Figure.savefig`` renders by the file format)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -44,7 +47,7 @@ def _tag(artist, name):
 
 def bmd_trajectories(patients: pl.LazyFrame, horizon: int, arms) -> str:
     """Median and interquartile range of % BMD change from entry, by arm and site."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = figure(1, 2, figsize=(10, 3.8), sharey=True)
     years = list(range(0, horizon + 1))
     for ax, (prefix, label) in zip(axes, SITES):
         cols = [f"{prefix}_pct_y{k}" for k in range(1, horizon + 1)]
@@ -68,7 +71,7 @@ def bmd_trajectories(patients: pl.LazyFrame, horizon: int, arms) -> str:
 
 
 def cumulative_plot(cumulative: pl.DataFrame, arms) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = figure(1, 2, figsize=(10, 3.8))
     for ax, (col, label) in zip(axes, (("hip_pct", "hip fracture"), ("mof_pct", "MOF"))):
         for i, arm in enumerate(arms):
             d = cumulative.filter(pl.col("arm") == arm).sort("year")
@@ -83,7 +86,7 @@ def cumulative_plot(cumulative: pl.DataFrame, arms) -> str:
 
 def tscore_histograms(patients: pl.LazyFrame, arms) -> str:
     """Femoral-neck T-score distributions at entry (shared by arms) and at the horizon."""
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = figure(figsize=(10, 3.8))
     width = 0.25
     binned = []
     for when, col in (("entry", "fn_tscore_entry"), ("horizon", "fn_tscore_end")):
@@ -112,7 +115,7 @@ def tscore_histograms(patients: pl.LazyFrame, arms) -> str:
 def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
     """Relative risk (first fracture by the study's ``by_age``) vs the reference arm."""
     d = outcomes.filter((pl.col("subgroup") == "all") & (pl.col("arm") != reference))
-    fig, ax = plt.subplots(figsize=(10, 0.6 + 0.45 * max(2, 2 * d.height)))
+    fig, ax = figure(figsize=(10, 0.6 + 0.45 * max(2, 2 * d.height)))
     y = 0
     labels = []
     for row in d.iter_rows(named=True):
@@ -161,7 +164,7 @@ def write_report(run_dir: Path | str) -> Path:
                       for t, svg in plots)
     headline = outcomes.filter(pl.col("subgroup") == "all").select(
         "arm", "patients", "hip_by_age", "mof_by_age", "hip_rr", "mof_rr", "hip_nnt",
-        "deaths")
+        "deaths_horizon")
     table = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in headline.columns) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>"
         for row in headline.iter_rows())

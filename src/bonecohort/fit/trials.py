@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cohort import cast_setup, cast_tree, make_chunk_runner, run_patient
-from .model.params import SITE_NAMES
-from .tables import MAX_SCREENED_PER_PATIENT, eligible_rows
-from .targets import Target, TargetSet, Trial
+from bonecohort.cohort import cast_setup, cast_tree, make_chunk_runner, run_patient
+from bonecohort.fit.screening import screen
+from bonecohort.fit.targets import Target, TargetSet, Trial
+from bonecohort.model.params import SITE_NAMES
 
 MONTHS = 12
 
@@ -52,8 +52,9 @@ def with_month_zero(bv_rel, xp=np):
     return xp.concatenate([xp.ones(bv_rel.shape[:-1] + (1,), bv_rel.dtype), bv_rel], axis=-1)
 
 
-def expected_fractures(out) -> dict:
-    return {"hip": out["exp_hip_horizon"], "mof": out["exp_mof_horizon"]}
+def expected_fractures(outcomes) -> dict:
+    """Expected first fractures over the horizon per arm, by fracture kind of a target."""
+    return {"hip": outcomes.arms.hip_horizon, "mof": outcomes.arms.mof_horizon}
 
 
 def _screen(trial: Trial, model, setup, dtype):
@@ -63,25 +64,16 @@ def _screen(trial: Trial, model, setup, dtype):
     grid = study.grid._replace(outputs_per_year=MONTHS)
     runner = make_chunk_runner(study.seed, study.population, model, study.arms, grid, dtype,
                                setup)
-    tscore_ref = (study.outcomes.tscore_mean, study.outcomes.tscore_sd)
-    kept, screened = [], 0
-    while sum(len(k[0]) for k in kept) < n:
-        if screened >= MAX_SCREENED_PER_PATIENT * n:
-            raise ValueError(f"trial '{trial.name}': fewer than 1 in "
-                             f"{MAX_SCREENED_PER_PATIENT} simulated patients is eligible.")
-        ids = jnp.arange(screened, screened + n, dtype=jnp.uint32)
-        patients, out = jax.device_get(runner(ids))
-        rows = eligible_rows(patients, out, n, study.eligibility, tscore_ref)
-        kept.append((rows + screened, patients, out, rows))
-        screened += n
-    ids = np.concatenate([k[0] for k in kept])[:n]
-    pick = lambda f: np.concatenate([f(k) for k in kept])[:n]  # noqa: E731
-    out = {name: pick(lambda k: k[2][name][k[3]])
-           for name in ("bv_rel",) + (("exp_hip_horizon", "exp_mof_horizon") if setup else ())}
-    p = lambda name: pick(lambda k: np.asarray(getattr(k[1], name))[k[3]])  # noqa: E731
-    return TrialResult(ids, p("age_entry"), np.minimum(p("fmp_age"), p("surgery_age")),
-                       with_month_zero(out["bv_rel"]),
-                       expected_fractures(out) if setup else {}, screened)
+    chunks = list(screen(runner, n, n, study.eligibility, study.outcomes.tscore_reference,
+                         f"{study.path}: trial '{trial.name}'"))
+    ids = np.concatenate([s.start + s.rows for s in chunks])
+    res = jax.tree.map(lambda *v: np.concatenate(v),
+                       *[jax.tree.map(lambda v, s=s: np.asarray(v)[s.rows], s.result)
+                         for s in chunks])
+    p = res.patients
+    return TrialResult(ids, p.age_entry, np.minimum(p.fmp_age, p.surgery_age),
+                       with_month_zero(res.life.bv_rel),
+                       expected_fractures(res.outcomes) if setup else {}, chunks[-1].screened)
 
 
 def window_months(target: Target, res: TrialResult, months: int):
@@ -139,10 +131,10 @@ def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype
     def values(model):
         model_d = cast_tree(model, dtype)
         s = None if setup_d is None else setup_d._replace(fracture=model_d.fracture)
-        _, out = jax.vmap(lambda pid: run_patient(seed, pid, study.population, model_d, steady,
-                                                  study.arms, grid, s))(ids)
-        now = replace(res, bv=with_month_zero(out["bv_rel"], jnp),
-                      expected=expected_fractures(out) if s is not None else {})
+        out = jax.vmap(lambda pid: run_patient(seed, pid, study.population, model_d, steady,
+                                               study.arms, grid, s))(ids)
+        now = replace(res, bv=with_month_zero(out.life.bv_rel, jnp),
+                      expected=expected_fractures(out.outcomes) if s is not None else {})
         return jnp.stack([target_value(t, trial, now, jnp) for t in targets])
 
     return jax.jit(values)

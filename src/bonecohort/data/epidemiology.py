@@ -30,10 +30,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bonecohort.data import EPIDEMIOLOGY_DIR
+
 MAX_AGE = 121  # arrays cover integer ages 0 .. MAX_AGE - 1
 SITES = ("hip", "clinical_vertebral", "forearm", "humerus")
 SEX_INDEX = {"F": 0, "M": 1}
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "configs" / "epidemiology"
+DEFAULT_DIR = EPIDEMIOLOGY_DIR
 
 
 class EpiTables(NamedTuple):

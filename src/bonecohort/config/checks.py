@@ -1,0 +1,71 @@
+"""Validation helpers shared by every user-facing file (studies, targets, parameters).
+
+Every problem is one ``ConfigError`` paragraph naming the file, the section and the field, with
+a "did you mean" hint for misspelled keys and choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """Invalid user input; the message is a complete, user-facing paragraph."""
+
+
+def fail(path, section, field, problem):
+    raise ConfigError(f"{path}: [{section}] {field}: {problem}")
+
+
+def unknown_keys(table: dict, allowed: set, path, section):
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            fail(path, section, key, f"unknown key.{hint} Allowed keys: "
+                  f"{', '.join(sorted(allowed))}.")
+
+
+def check_int(value, path, section, field, lo, hi, file=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(file or path, section, field, f"expected an integer, got {value!r}.")
+    if not lo <= value <= hi:
+        fail(file or path, section, field, f"must be between {lo} and {hi}, got {value}.")
+    return value
+
+
+def check_number(value, path, section, field, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        fail(path, section, field, f"expected a finite number, got {value!r}.")
+    if not lo <= value <= hi:
+        fail(path, section, field, f"must be between {lo} and {hi}, got {value}.")
+    return float(value)
+
+
+def check_str(value, path, section, field, choices=None):
+    if not isinstance(value, str) or not value.strip():
+        fail(path, section, field, f"expected a non-empty string, got {value!r}.")
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(value, sorted(choices), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        fail(path, section, field, f"'{value}' is not one of {', '.join(sorted(choices))}.{hint}")
+    return value
+
+
+def table(value, path, section):
+    if not isinstance(value, dict):
+        fail(path, section, "(section)", f"expected a table, got {type(value).__name__}.")
+    return value
+
+
+def read_text(path) -> str:
+    """The text of a config file; a missing or unreadable file is a ``ConfigError``."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot be read ({exc}).") from None
