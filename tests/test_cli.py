@@ -260,10 +260,11 @@ def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tm
         run = real(*args, **kwargs)
 
         def wrapped(ids):
-            patients, out = run(ids)
+            result = run(ids)
             bad = (ids == 3) | (ids == 17)
-            out = {**out, "bv_rel": jnp.where(bad[:, None, None, None], jnp.nan, out["bv_rel"])}
-            return patients, out
+            life = result.life._replace(
+                bv_rel=jnp.where(bad[:, None, None, None], jnp.nan, result.life.bv_rel))
+            return result._replace(life=life)
 
         return wrapped
 

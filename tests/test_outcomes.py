@@ -9,8 +9,10 @@ import pytest
 from bonecohort.cohort import cast_tree, chunk_ids, make_chunk_runner
 from bonecohort.config import parse_study
 from bonecohort.data.epidemiology import load_tables
-from bonecohort.outcomes.hazards import (arm_hazards, expected_outcomes, frax_style_probability,
-                                 prior_at_entry, tscore)
+from bonecohort.model.params import Site
+from bonecohort.outcomes.hazards import FractureSite, expected_outcomes
+from bonecohort.outcomes.readout import (arm_hazards, frax_style_probability, prior_at_entry,
+                                         tscore)
 from bonecohort.population import PopulationSpec
 from bonecohort.exposure.protocol import Arm
 from bonecohort.reference_cache import outcome_setup
@@ -39,20 +41,21 @@ def expected_hip_incidence(setup, male_fraction, n=3000, seed=21):
     spec = PopulationSpec(age_min=50.0, age_max=55.0, male_fraction=male_fraction)
     grid = Grid(prefix_years=25, horizon_years=40)
     runner = make_chunk_runner(seed, spec, default_model(), (Arm("none"),), grid, jnp.float32)
-    patients, sim = runner(chunk_ids(0, n, n))
+    chunk = runner(chunk_ids(0, n, n))
+    patients, sim = chunk.patients, chunk.life
     s64 = cast_tree(setup._replace(probability_ages=()), jnp.float64)
 
     def one(p, bv_entry, bv_rel, oc_entry, oc):
         p = jax.tree.map(lambda v: v.astype(jnp.float64) if v.dtype == jnp.float32 else v, p)
-        bmd = p.peak_fn_bmd * bv_entry[0]
+        bmd = p.peak_fn_bmd * bv_entry[Site.FEMORAL_NECK]
         traj, h, mu = arm_hazards(p, bmd, tscore(bmd, s64), bv_rel, oc_entry, oc, s64)
         e = expected_outcomes(h, mu, s64.fracture, prior_at_entry(p, s64))
-        return traj.age_index, e["hip_events"], e["alive"]
+        return traj.age_index, e.hip_events, e.alive
 
     f64 = lambda v: jnp.asarray(v, jnp.float64)  # noqa: E731
     idx, events, alive = jax.jit(jax.vmap(one))(
-        patients, f64(sim["bv_entry"]), f64(sim["bv_rel"][:, 0]), f64(sim["oc_entry"]),
-        f64(sim["oc"][:, 0]))
+        patients, f64(sim.bv_entry), f64(sim.bv_rel[:, 0]), f64(sim.oc_entry),
+        f64(sim.oc[:, 0]))
     return np.asarray(idx), np.asarray(events), np.asarray(alive)
 
 
@@ -74,9 +77,10 @@ def test_sampled_hip_fractures_match_the_table_in_old_women(setup):
     n = 20000
     runner = make_chunk_runner(8, spec, default_model(), (Arm("none"),), grid, jnp.float32,
                                setup)
-    patients, out = runner(chunk_ids(0, n, n))
-    hips = np.asarray(out["fractures"])[:, 0, 0].sum()
-    person_years = np.asarray(out["life_years"])[:, 0].sum()
+    chunk = runner(chunk_ids(0, n, n))
+    patients, events = chunk.patients, chunk.outcomes.arms.events
+    hips = np.asarray(events.fractures)[:, 0, FractureSite.HIP].sum()
+    person_years = np.asarray(events.life_years)[:, 0].sum()
     table = load_tables().incidence[0, 0]
     ages = np.asarray(patients.age_entry)[:, None] + np.arange(5) + 0.5
     expected = table[np.floor(ages).astype(int)].mean()
@@ -112,20 +116,21 @@ def test_hip_probability_of_65_year_old_woman_near_frax():
 def test_reference_population_is_stored_on_disk_and_read_back(tmp_path, monkeypatch, setup):
     """A second process reads the reference population (the same numbers) instead of
     simulating it again; BONECOHORT_CACHE=off stores nothing."""
-    import bonecohort.outcomes.reference as ref
+    from collections import OrderedDict
+
+    import bonecohort.reference_cache as ref
 
     model, epi = default_model(), load_tables()
-    args = (model, epi, (STUDY.outcomes.tscore_mean, STUDY.outcomes.tscore_sd))
+    args = (model, epi, STUDY.outcomes.tscore_reference.female)
     monkeypatch.setenv("BONECOHORT_CACHE", str(tmp_path))
-    monkeypatch.setattr(ref, "_CACHE", {})
-    computed = ref.build_norm(*args)
+    monkeypatch.setattr(ref, "_MEMORY", OrderedDict())
+    computed = ref.reference_norm(*args)
     (stored,) = tmp_path.glob("reference-*.npz")
-    monkeypatch.setattr(ref, "_CACHE", {})
-    monkeypatch.setattr(ref, "_simulate_reference", None)  # a read must not simulate
-    loaded = ref.build_norm(*args)
+    monkeypatch.setattr(ref, "_MEMORY", OrderedDict())
+    monkeypatch.setattr(ref, "simulate_reference", None)  # a read must not simulate
+    loaded = ref.reference_norm(*args)
     for a, b in zip(computed, loaded):
         np.testing.assert_array_equal(a, b)
     stored.unlink()
     monkeypatch.setenv("BONECOHORT_CACHE", "off")
-    monkeypatch.setattr(ref, "_CACHE", {})
     assert ref._disk_path(("any",)) is None

@@ -8,11 +8,12 @@ import pytest
 from bonecohort.cohort import cast_tree, reference_steady_state
 from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.fit.parameters import default_model
+from bonecohort.model.params import Site
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.solve.life_course import Grid, simulate_patient
 
 SPEC = PopulationSpec(age_min=45.0, age_max=55.0)
-FN, LS = 0, 1  # site order of SITE_NAMES
+FN, LS = Site.FEMORAL_NECK, Site.LUMBAR_SPINE
 
 
 def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0):
@@ -25,7 +26,7 @@ def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0):
     def one(pid):
         p = sample_patient(3, pid, SPEC, dtype)
         p = p._replace(age_entry=p.fmp_age - years_before_fmp)
-        return simulate_patient(p, model, steady, arms, grid)["bv_rel"]
+        return simulate_patient(p, model, steady, arms, grid).bv_rel
 
     return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(n, dtype=jnp.uint32)))
 
@@ -77,8 +78,8 @@ def test_premenopausal_steady_state_stays_put(dtype, tol):
     steady = reference_steady_state(base, dtype)
     p = sample_patient(5, 0, SPEC, dtype)._replace(fmp_age=jnp.asarray(150.0, dtype))
     out = simulate_patient(p, model, steady, (Arm("none"),), Grid(25, 30))
-    assert np.max(np.abs(np.asarray(out["bv_entry"]) - 1.0)) < tol
-    assert np.max(np.abs(np.asarray(out["bv_rel"]) - 1.0)) < tol
+    assert np.max(np.abs(np.asarray(out.bv_entry) - 1.0)) < tol
+    assert np.max(np.abs(np.asarray(out.bv_rel) - 1.0)) < tol
 
 
 def test_estradiol_from_fmp_preserves_bone():
