@@ -10,6 +10,8 @@ import difflib
 import math
 from pathlib import Path
 
+from bonecohort.data import find_config, shipped_names
+
 
 class ConfigError(Exception):
     """Invalid user input; the message is a complete, user-facing paragraph."""
@@ -58,6 +60,17 @@ def table(value, path, section):
     if not isinstance(value, dict):
         fail(path, section, "(section)", f"expected a table, got {type(value).__name__}.")
     return value
+
+
+def shipped_or_file(path, folder: Path, kind: str) -> Path:
+    """``path`` if it exists, else the file of that name shipped with the package in
+    ``folder`` (``default`` names ``bonecohort/data/studies/default.toml``); a
+    ``ConfigError`` listing the shipped ones otherwise."""
+    found = find_config(path, folder)
+    if found is None:
+        raise ConfigError(f"{path}: no such file (nor a {kind} shipped with bonecohort: "
+                          f"{', '.join(shipped_names(folder))}).")
+    return found
 
 
 def read_text(path) -> str:

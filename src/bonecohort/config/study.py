@@ -21,10 +21,12 @@ from bonecohort.config.checks import (
     check_str,
     fail,
     read_text,
+    shipped_or_file,
     table,
     unknown_keys,
 )
 from bonecohort.config.regimens import check_overlaps, check_uterus, parse_regimen
+from bonecohort.data import STUDIES_DIR
 from bonecohort.exposure.protocol import Arm
 from bonecohort.model.params import NHANES_MEN, NHANES_WOMEN, BmdReference
 from bonecohort.population import REGIMEN_SLOTS, PopulationSpec
@@ -309,5 +311,7 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
 
 
 def load_study(path) -> Study:
-    """Read and validate a study file."""
+    """Read and validate a study file, or a study shipped with the package by name
+    (``default``, ``mht_timing``, ...: ``bonecohort/data/studies``)."""
+    path = shipped_or_file(path, STUDIES_DIR, "study")
     return parse_study(read_text(path), str(path))

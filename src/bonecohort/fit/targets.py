@@ -30,9 +30,11 @@ from bonecohort.config.checks import (
     check_number,
     check_str,
     fail,
+    shipped_or_file,
     table,
     unknown_keys,
 )
+from bonecohort.data import TARGETS_DIR
 from bonecohort.model.params import SITE_NAMES
 
 MODEL_SITES = SITE_NAMES
@@ -304,5 +306,7 @@ def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
 
 
 def load_targets(path) -> TargetSet:
-    """Read and validate a targets file."""
+    """Read and validate a targets file, or one shipped with the package by name
+    (``public``: ``bonecohort/data/targets/public.toml``)."""
+    path = shipped_or_file(path, TARGETS_DIR, "targets file")
     return parse_targets(read_text(path), str(path))

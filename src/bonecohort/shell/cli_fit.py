@@ -1,0 +1,168 @@
+"""Command-line commands that fit and check the model: ``validate`` and ``calibrate``."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from bonecohort.config import ConfigError
+
+
+@contextmanager
+def _bad_input_exits(path):
+    """Bad input (ConfigError, or a ValueError / OSError while reading ``path``) ends the
+    command with one error paragraph and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (ValueError, OSError) as exc:
+        click.echo(f"error: {path}: {exc}", err=True)
+        sys.exit(2)
+
+
+def _persistent_compilation_cache():
+    """Keep compiled programs between processes (JAX's persistent cache) under
+    ``cache_dir()/jax``, unless ``JAX_COMPILATION_CACHE_DIR`` already names one: the virtual
+    trials' gradient programs take minutes to compile."""
+    import os
+
+    import jax
+
+    from bonecohort.reference_cache import cache_dir
+
+    where = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+        cache_dir() and str(cache_dir() / "jax"))
+    if where:
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+
+
+def _model_from(params):
+    """The default model, or the hand-set constants with a parameter file applied."""
+    from bonecohort.fit.parameters import default_model, load_parameters
+    from bonecohort.model.params import hand_set_model
+
+    return default_model() if params is None else load_parameters(params, hand_set_model())
+
+
+def _check_patients(patients):
+    if patients is not None and not 1 <= patients <= 10**6:
+        raise ConfigError(f"--patients {patients}: must be between 1 and 1,000,000.")
+
+
+PARAMS_HELP = ("Parameter file (written by `calibrate`) applied to the hand-set constants "
+               "(default: the shipped calibration, src/bonecohort/parameters/public.toml).")
+
+
+@click.command()
+@click.argument("targets", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--params", type=click.Path(dir_okay=False, path_type=Path), help=PARAMS_HELP)
+@click.option("--patients", type=int, help="Patients per trial (overrides the file).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for validation.parquet, validation.csv and validation.svg "
+              "(default: runs/validate-<target set name>).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the table.")
+def validate(targets, params, patients, out, quiet):
+    """Simulate the virtual trials of a TARGETS file (configs/targets/public.toml documents
+    the format) and print one row per target: observed, simulated, difference, z-score and
+    whether it lies within its tolerance. Writes the table (parquet and CSV) and a plot of
+    simulated against observed values.
+
+    Example: bonecohort validate configs/targets/public.toml --patients 500
+    """
+    from bonecohort.fit.targets import load_targets
+    from bonecohort.shell.validate import (
+        format_table,
+        plot_validation,
+        validation_table,
+    )
+
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    _persistent_compilation_cache()
+    with _bad_input_exits(targets):
+        ts = load_targets(targets)
+        _check_patients(patients)
+        model = _model_from(params)
+        out = out or Path("runs") / f"validate-{ts.name}"
+        out.mkdir(parents=True, exist_ok=True)
+        table = validation_table(ts, model, patients=patients, log=log)
+    table.write_parquet(out / "validation.parquet")
+    table.write_csv(out / "validation.csv")
+    plot_validation(table, out / "validation.svg")
+    click.echo(format_table(table))
+    click.echo(f"written: {out}/validation.parquet, validation.csv, validation.svg")
+
+
+@click.command()
+@click.argument("targets", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Parameter file to write (TOML), e.g. configs/parameters/NAME.toml.")
+@click.option("--start", type=click.Path(dir_okay=False, path_type=Path),
+              help="Parameter file to start from (default: the hand-set constants).")
+@click.option("--free", "free", default=None,
+              help="Comma-separated constants to fit, e.g. hormones.rho_L,"
+              "sites.turnover.lumbar_spine (default: the 15 of parameters.DEFAULT_FREE).")
+@click.option("--patients", type=int, default=128, show_default=True,
+              help="Patients per trial (overrides the file).")
+@click.option("--steps", type=int, default=150, show_default=True, help="Adam steps.")
+@click.option("--learning-rate", type=float, default=0.05, show_default=True,
+              help="Adam step size on the unconstrained (log / logit) coordinates.")
+@click.option("--prior-sd", type=float, default=1.0, show_default=True,
+              help="SD of the Gaussian prior around the start on the unconstrained "
+              "coordinates; 0 turns the prior off.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing OUT file.")
+def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_sd, dtype,
+              force):
+    """Fit the uncertain constants to the TARGETS file by gradients through the virtual
+    trials (jax.grad, optax Adam) on a fixed virtual population, print progress, and write the
+    fitted constants with provenance (targets hash, loss before and after, optimizer, date,
+    package versions) to OUT.
+
+    Example: bonecohort calibrate configs/targets/public.toml --out configs/parameters/my.toml
+    """
+    import jax.numpy as jnp
+
+    from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
+    from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters
+    from bonecohort.fit.targets import load_targets
+    from bonecohort.model.params import hand_set_model
+
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    _persistent_compilation_cache()
+    try:
+        with _bad_input_exits(targets):
+            if out.exists() and not force:
+                raise ConfigError(f"--out {out}: exists; pass --force to replace it.")
+            if steps < 0 or not learning_rate > 0 or prior_sd < 0:
+                raise ConfigError("--steps must be >= 0, --learning-rate > 0 and "
+                                  "--prior-sd >= 0.")
+            _check_patients(patients)
+            ts = load_targets(targets).with_patients(patients)
+            model = _model_from(start) if start else hand_set_model()
+            try:
+                frees = DEFAULT_FREE if free is None else parse_free(free, model)
+            except ValueError as exc:
+                raise ConfigError(f"--free: {exc}.") from None
+            dt = jnp.dtype(dtype)
+            objective = Objective(ts, model, frees, dt, prior_sd or None, log)
+            result = fit(objective, steps, learning_rate, log)
+    except FloatingPointError as exc:
+        click.echo(f"error: calibration failed: {exc}", err=True)
+        sys.exit(1)
+    text = format_parameters(result.model, frees,
+                             provenance(ts, result, objective, learning_rate, dt,
+                                        str(start) if start else "the hand-set constants"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    click.echo(f"loss {result.loss_start:.4g} -> {result.loss:.4g}; targets within tolerance "
+               f"{result.fits_start} -> {result.fits} of {len(ts.targets)}")
+    click.echo(f"written: {out}")
