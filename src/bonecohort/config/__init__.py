@@ -2,9 +2,8 @@
 study.py: the study)."""
 
 from bonecohort.config.checks import ConfigError, read_text
-from bonecohort.config.regimens import REGIMEN_KEYS
+from bonecohort.config.regimens import ARM_KEYS, REGIMEN_KEYS
 from bonecohort.config.study import (
-                                     ARM_KEYS,
                                      ELIGIBILITY_KEYS,
                                      OUTCOME_KEYS,
                                      POPULATION_KEYS,

@@ -6,7 +6,10 @@ import math
 
 from bonecohort.config.checks import check_number, check_str, fail, table, unknown_keys
 from bonecohort.exposure.agents import AGENTS
-from bonecohort.exposure.protocol import Regimen
+from bonecohort.exposure.protocol import Arm, Regimen
+from bonecohort.population import REGIMEN_SLOTS
+
+ARM_KEYS = {"name", "regimens", "allow_unopposed_estrogen"}
 
 REGIMEN_KEYS = {"name", "agent", "route", "dose", "dose_unit", "start", "duration_years",
                 "adherence", "persistence"}
@@ -136,3 +139,36 @@ def check_uterus(arm_name, regimens, allow, path, section, intact_fraction):
                   f"and at least the same duration, or use conjugated_estrogens_bazedoxifene; "
                   f"or set [population] uterus_intact_fraction = 0 (women after "
                   f"hysterectomy), or set allow_unopposed_estrogen = true in the arm.")
+
+
+def parse_arm(arm, i: int, path, horizon, sexes, intact: float, taken: set) -> Arm:
+    """Validate ``[[arms]]`` table number ``i`` (``taken``: arm names so far; ``intact``:
+    share of women with a uterus, for the unopposed-estrogen check)."""
+    section = f"arms[{i}]"
+    arm = table(arm, path, section)
+    unknown_keys(arm, ARM_KEYS, path, section)
+    arm_name = check_str(arm.get("name"), path, section, "name")
+    if arm_name in taken:
+        fail(path, section, "name", f"duplicate arm name '{arm_name}'.")
+    section = f"arms[{i}] ('{arm_name}')"
+    regs = arm.get("regimens", [])
+    if not isinstance(regs, list):
+        fail(path, section, "regimens", "expected a list of [[arms.regimens]] tables.")
+    if len(regs) > REGIMEN_SLOTS:
+        fail(path, section, "regimens", f"at most {REGIMEN_SLOTS} regimens per arm, got "
+             f"{len(regs)}.")
+    allow = arm.get("allow_unopposed_estrogen", False)
+    if not isinstance(allow, bool):
+        fail(path, section, "allow_unopposed_estrogen", f"expected true or false, got "
+             f"{allow!r}.")
+
+    def section_of(j):
+        return f"{section}.regimens[{j}]"
+
+    parsed = []
+    for j, r in enumerate(regs):
+        parsed.append(parse_regimen(r, path, section_of(j), horizon, sexes,
+                                    [p.name for p in parsed]))
+    check_overlaps(parsed, path, section_of)
+    check_uterus(arm_name, parsed, allow, path, section, intact)
+    return Arm(arm_name, tuple(parsed), allow)

@@ -25,11 +25,10 @@ from bonecohort.config.checks import (
     table,
     unknown_keys,
 )
-from bonecohort.config.regimens import check_overlaps, check_uterus, parse_regimen
+from bonecohort.config.regimens import parse_arm
 from bonecohort.data import STUDIES_DIR
-from bonecohort.exposure.protocol import Arm
 from bonecohort.model.params import NHANES_MEN, NHANES_WOMEN, BmdReference
-from bonecohort.population import REGIMEN_SLOTS, PopulationSpec
+from bonecohort.population import PopulationSpec
 from bonecohort.solve.life_course import Grid
 from bonecohort.solve.rosenbrock import METHODS
 
@@ -115,7 +114,6 @@ STUDY_KEYS = {"name", "description", "patients", "seed", "horizon_years", "chunk
 POPULATION_KEYS = {"sex", "age_min", "age_max", "male_fraction", "uterus_intact_fraction",
                    "surgical_menopause_fraction", "surgery_age_min", "surgery_age_max",
                    "hypogonadal_fraction"}
-ARM_KEYS = {"name", "regimens", "allow_unopposed_estrogen"}
 OUTCOME_KEYS = {"by_age", "probability_ages", "tscore_reference_mean", "tscore_reference_sd",
                 "tscore_reference_mean_male", "tscore_reference_sd_male", "tables"}
 ELIGIBILITY_KEYS = {"years_since_menopause_min", "years_since_menopause_max", "tscore_min",
@@ -260,32 +258,8 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
         fail(path, "arms", "(section)", "expected one or more [[arms]] tables.")
     arms, names = [], set()
     for i, arm in enumerate(arms_raw):
-        section = f"arms[{i}]"
-        arm = table(arm, path, section)
-        unknown_keys(arm, ARM_KEYS, path, section)
-        arm_name = check_str(arm.get("name"), path, section, "name")
-        if arm_name in names:
-            fail(path, section, "name", f"duplicate arm name '{arm_name}'.")
-        names.add(arm_name)
-        section = f"arms[{i}] ('{arm_name}')"
-        regs = arm.get("regimens", [])
-        if not isinstance(regs, list):
-            fail(path, section, "regimens", "expected a list of [[arms.regimens]] tables.")
-        if len(regs) > REGIMEN_SLOTS:
-            fail(path, section, "regimens", f"at most {REGIMEN_SLOTS} regimens per arm, got "
-                  f"{len(regs)}.")
-        allow = arm.get("allow_unopposed_estrogen", False)
-        if not isinstance(allow, bool):
-            fail(path, section, "allow_unopposed_estrogen", f"expected true or false, got "
-                  f"{allow!r}.")
-        section_of = lambda j: f"{section}.regimens[{j}]"  # noqa: E731
-        parsed = []
-        for j, r in enumerate(regs):
-            parsed.append(parse_regimen(r, path, section_of(j), horizon, sexes,
-                                         [p.name for p in parsed]))
-        check_overlaps(parsed, path, section_of)
-        check_uterus(arm_name, parsed, allow, path, section, intact)
-        arms.append(Arm(arm_name, tuple(parsed), allow))
+        arms.append(parse_arm(arm, i, path, horizon, sexes, intact, names))
+        names.add(arms[-1].name)
     reference = check_str(study.get("reference_arm", arms[0].name), path, "study",
                            "reference_arm", names)
     return Study(

@@ -190,6 +190,44 @@ def _parse_window(raw, path, section, trial: Trial) -> Window:
     return Window(origin, start, end)
 
 
+def _parse_model_site(raw, path, section, site: str, fracture: bool):
+    """The simulated site a BMD target is read from (None for fractures)."""
+    if fracture:
+        if "model_site" in raw:
+            fail(path, section, "model_site", "only for BMD targets.")
+        return None
+    model_site = raw.get("model_site", site if site in MODEL_SITES else None)
+    if model_site is None:
+        fail(path, section, "model_site", f"missing; '{site}' is not simulated, name the "
+             f"site that stands for it ({', '.join(MODEL_SITES)}).")
+    return _choice(model_site, path, section, "model_site", MODEL_SITES)
+
+
+def _parse_spread(raw, path, section, observed: float, fracture: bool):
+    """Standard error of the observed value from ``se`` or ``ci95`` (log scale for hazard
+    ratios); None when the source states neither (BMD targets only)."""
+    se = None
+    if "se" in raw:
+        se = check_number(raw["se"], path, section, "se", 1e-6, 100.0)
+    if "ci95" in raw:
+        ci = raw["ci95"]
+        if (not isinstance(ci, list) or len(ci) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in ci) or not ci[0] < observed < ci[1]):
+            fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
+                  f"got {ci!r}.")
+        if fracture and ci[0] <= 0:
+            fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
+        se_ci = ((math.log(ci[1]) - math.log(ci[0])) if fracture else (ci[1] - ci[0])) / 3.92
+        if se is not None and not math.isclose(se, se_ci, rel_tol=0.05):
+            fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
+                  "give one of them.")
+        se = se_ci
+    if fracture and se is None:
+        fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
+    return se
+
+
 def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     section = f"targets[{i}]"
     raw = table(raw, path, section)
@@ -224,39 +262,12 @@ def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     fracture = site in FRACTURES
     if fracture != (measure == "hazard_ratio"):
         fail(path, section, "measure", f"{measure} does not apply to site '{site}' (hazard "
-              "ratios are for fracture sites, % changes for BMD sites).")
-    model_site = None
-    if not fracture:
-        default = site if site in MODEL_SITES else None
-        model_site = raw.get("model_site", default)
-        if model_site is None:
-            fail(path, section, "model_site", f"missing; '{site}' is not simulated, name the "
-                  f"site that stands for it ({', '.join(MODEL_SITES)}).")
-        model_site = _choice(model_site, path, section, "model_site", MODEL_SITES)
-    elif "model_site" in raw:
-        fail(path, section, "model_site", "only for BMD targets.")
+             "ratios are for fracture sites, % changes for BMD sites).")
+    model_site = _parse_model_site(raw, path, section, site, fracture)
     window = _parse_window(raw["window"], path, section, trial)
     lo_obs, hi_obs = (1e-3, 100.0) if fracture else (-100.0, 100.0)
     observed = check_number(raw["observed"], path, section, "observed", lo_obs, hi_obs)
-    se = None
-    if "se" in raw:
-        se = check_number(raw["se"], path, section, "se", 1e-6, 100.0)
-    if "ci95" in raw:
-        ci = raw["ci95"]
-        if (not isinstance(ci, list) or len(ci) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                           for v in ci) or not ci[0] < observed < ci[1]):
-            fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
-                  f"got {ci!r}.")
-        if fracture and ci[0] <= 0:
-            fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
-        se_ci = ((math.log(ci[1]) - math.log(ci[0])) if fracture else (ci[1] - ci[0])) / 3.92
-        if se is not None and not math.isclose(se, se_ci, rel_tol=0.05):
-            fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
-                  "give one of them.")
-        se = se_ci
-    if fracture and se is None:
-        fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
+    se = _parse_spread(raw, path, section, observed, fracture)
     n = check_int(raw["n"], path, section, "n", 1, 10**7) if "n" in raw else None
     text = {k: raw.get(k, "") for k in ("note", "source", "se_from")}
     for key, value in text.items():

@@ -19,12 +19,14 @@ from matplotlib.figure import Figure
 
 from bonecohort.config import parse_study
 from bonecohort.exposure.agents import AGENTS
+from bonecohort.io import atomic_write
+from bonecohort.model.params import Site
+from bonecohort.shell.tables import SITE_PREFIX, pct_column
 
 CAUTION = ("This is a research model, not medical advice. Its hormone-action magnitudes and "
            "several other parameters are set by hand or fitted to a few published trials; "
            "results describe simulated populations under stated assumptions and must not "
            "guide the care of any person.")
-SITES = (("fn", "femoral neck"), ("ls", "lumbar spine"))
 
 
 def figure(*grid, figsize, **kw):
@@ -49,8 +51,9 @@ def bmd_trajectories(patients: pl.LazyFrame, horizon: int, arms) -> str:
     """Median and interquartile range of % BMD change from entry, by arm and site."""
     fig, axes = figure(1, 2, figsize=(10, 3.8), sharey=True)
     years = list(range(0, horizon + 1))
-    for ax, (prefix, label) in zip(axes, SITES):
-        cols = [f"{prefix}_pct_y{k}" for k in range(1, horizon + 1)]
+    for ax, site in zip(axes, Site):
+        prefix, label = SITE_PREFIX[site], site.key.replace("_", " ")
+        cols = [pct_column(site, k) for k in range(1, horizon + 1)]
         q = patients.group_by("arm").agg(
             [pl.col(c).quantile(p).alias(f"{c}_{p}") for c in cols for p in (0.25, 0.5, 0.75)]
         ).collect()
@@ -148,27 +151,41 @@ def write_report(run_dir: Path | str) -> Path:
     patients = pl.scan_parquet(str(run / "patients" / "*.parquet"))
     outcomes = pl.read_parquet(run / "outcomes.parquet")
     cumulative = pl.read_parquet(run / "cumulative.parquet")
-    used = sorted({r.agent for a in study.arms for r in a.regimens})
     plots = [
         ("BMD trajectories", bmd_trajectories(patients, study.horizon_years, arms)),
         ("Cumulative fracture incidence", cumulative_plot(cumulative, arms)),
         ("T-score distributions", tscore_histograms(patients, arms)),
         ("Relative risks", forest_plot(outcomes, study.reference_arm)),
     ]
+    page = _page(study, manifest, _headline_rows(outcomes), _agent_rows(study), plots)
+    return atomic_write(run / "report.html", page)
+
+
+def _agent_rows(study) -> str:
     esc = html.escape
-    agent_rows = "".join(
+    used = sorted({r.agent for a in study.arms for r in a.regimens})
+    return "".join(
         f"<tr><td>{esc(n)}</td><td>{esc(AGENTS[n].evidence)}</td>"
         f"<td>{esc(AGENTS[n].warning)}</td></tr>" for n in used) or \
         "<tr><td colspan=3>no agents (untreated arms only)</td></tr>"
-    figures = "".join(f'<figure class="plot"><figcaption>{esc(t)}</figcaption>{svg}</figure>'
-                      for t, svg in plots)
+
+
+def _headline_rows(outcomes: pl.DataFrame) -> str:
+    esc = html.escape
     headline = outcomes.filter(pl.col("subgroup") == "all").select(
         "arm", "patients", "hip_by_age", "mof_by_age", "hip_rr", "mof_rr", "hip_nnt",
         "deaths_horizon")
-    table = "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in headline.columns) + "</tr>" + "".join(
+    return "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in headline.columns) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>"
         for row in headline.iter_rows())
-    page = f"""<!DOCTYPE html>
+
+
+def _page(study, manifest: dict, table: str, agent_rows: str, plots) -> str:
+    """The report's HTML: headline table, plots, evidence, config and manifest."""
+    esc = html.escape
+    figures = "".join(f'<figure class="plot"><figcaption>{esc(t)}</figcaption>{svg}</figure>'
+                      for t, svg in plots)
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>bonecohort report: {esc(study.name)}</title>
 <style>
@@ -184,7 +201,8 @@ pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; 
 <p class="caution"><strong>Caution.</strong> {esc(CAUTION)}</p>
 <p>{study.patients:,} patients, seed {study.seed}, horizon {study.horizon_years} years,
 reference arm '{esc(study.reference_arm)}'. Fractures are sampled with common random numbers;
-counts are per 1000 patients by age {study.outcomes.by_age:g} (or the horizon).</p>
+counts are per 1000 patients by age {study.outcomes.by_age:g} (or the horizon); deaths are
+counted over the whole horizon.</p>
 <table>{table}</table>
 {figures}
 <h2>Agents and evidence</h2>
@@ -205,9 +223,6 @@ document.body.setAttribute("data-ready", "yes");
 </script>
 </body></html>
 """
-    out = run / "report.html"
-    out.write_text(page, encoding="utf-8")
-    return out
 
 
 def _fmt(v):
