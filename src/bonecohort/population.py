@@ -8,8 +8,9 @@ Distributions (sources in each field's comment):
 * sex: male with probability ``male_fraction`` (study design: 0 women only, 1 men only)
 * age at entry ~ Uniform(age_min, age_max)  (study design)
 * age at final menstrual period ~ Normal(51, 3.5) truncated to [40, 60]
-  (DESIGN.md section 4; median natural menopause 51-52 y, Gold 2013 SWAN Am J Epidemiol 178:70)
-* postmenopausal serum estradiol ~ LogNormal(log 10 pg/mL, 0.35)  (5-15 pg/mL, DESIGN.md s.4)
+  (median natural menopause 51-52 y, Gold 2013 SWAN Am J Epidemiol 178:70)
+* postmenopausal serum estradiol ~ LogNormal(log 10 pg/mL, 0.35)  (5-15 pg/mL; SWAN,
+  Randolph 2011 JCEM 96:746)
 * peak femoral-neck BMD at age 30 ~ Normal(0.858, 0.120) g/cm2 in women: NHANES III white
   women 20-29 y, the WHO/FRAX T-score reference; Normal(0.934, 0.137) in men: NHANES III
   white men 20-29 y (Looker 1998 Osteoporos Int 8:468)
@@ -19,7 +20,7 @@ Distributions (sources in each field's comment):
   ~ Uniform(surgery_age_min, surgery_age_max) if that is before the natural FMP
 * men's serum testosterone at 30 ~ LogNormal(log 550 ng/dL, 0.3): harmonized reference range
   of men 19-39 y, 264-916 ng/dL (Travison 2017 JCEM 102:1161); falling ~1 %/yr with age
-  (DESIGN.md section 4; Harman 2001 JCEM 86:724). Women: 30 ng/dL (Davison 2005 JCEM 90:3847).
+  (Harman 2001 JCEM 86:724). Women: 30 ng/dL (Davison 2005 JCEM 90:3847).
 * hypogonadism: with probability ``hypogonadal_fraction`` a man's testosterone falls to
   ``hypogonadal_factor`` of its value from an onset age ~ Uniform(40, 75) (late-onset
   hypogonadism, ~10-20 % of men over 60 by total T < 300 ng/dL; Harman 2001)

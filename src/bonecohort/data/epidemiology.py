@@ -1,6 +1,6 @@
 """Epidemiology tables -> per-age arrays (imperative shell: reads CSV files).
 
-Files (configs/epidemiology/, copied from the project's data with their sources; see
+Files (``bonecohort/data/epidemiology/``, linked from configs/epidemiology; sources in
 SOURCES.md there for how each number was read and its caveats):
 
 * ``hip_fracture_incidence.csv``: US hip-fracture incidence per 100,000 person-years by sex and

@@ -1,7 +1,7 @@
 """Agents: route, dose with units, exposure per dose, receptor action, evidence and sources.
 
 Host-side metadata (never traced). Each route maps a dose to an average exposure over a step
-(rate-averaged exposure, DESIGN.md section 5: at month-long steps pulses and trough-peak cycles
+(rate-averaged exposure: at month-long steps pulses and trough-peak cycles
 are replaced by their average), expressed in the model's common currencies:
 
   e2       serum estradiol or estradiol-equivalent exposure added, pg/mL

@@ -2,9 +2,9 @@
 exposures that are constant over each integration step (pure JAX, one patient).
 
 Hormone levels are inputs, never ODE states: estradiol's half-life is minutes, bone moves over
-months (DESIGN.md section 4). Treatments enter as ``StepInputs``, the rate-averaged exposure of
+months. Treatments enter as ``StepInputs``, the rate-averaged exposure of
 each step (agents.py); smooth endogenous trajectories are evaluated at the integrator's stage
-times (integrate.py), so the Rosenbrock method sees them to full order.
+times (solve/rosenbrock.py), so the Rosenbrock method sees them to full order.
 
 Women (pg/mL, ng/dL):
 
@@ -15,7 +15,7 @@ Women (pg/mL, ng/dL):
 The ovarian part falls logistically around the final menstrual period: SWAN trajectories
 (Randolph 2011 JCEM 96:746) start to fall ~2 y before the FMP and level off ~2 y after;
 w = 0.8 y puts 80 % of the fall within FMP +/- 1.8 y. E2_pre = 100 pg/mL cycle-averaged,
-E2_post 5-15 pg/mL (DESIGN.md section 4), made by peripheral aromatization, which an
+E2_post 5-15 pg/mL (Randolph 2011), made by peripheral aromatization, which an
 aromatase inhibitor blocks (fraction I = x/(1 + x)). ``ovary`` drops to 0 at a bilateral
 oophorectomy: surgical menopause is abrupt (E2 half-life ~161 min), modelled as a switch at
 a step boundary.

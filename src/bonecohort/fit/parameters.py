@@ -12,8 +12,8 @@ File format (TOML), written by ``bonecohort calibrate`` and read by ``load_param
                            settings, date, package versions (free-form; kept for the record)
     [parameters]           "path" = value, one per fitted constant
 
-Constants not listed keep their hand-set values (model/params.py, outcomes.FractureParams).
-The package ships the fit to configs/targets/public.toml as ``data/parameters/public.toml``;
+Constants not listed keep their hand-set values (model/params.py).
+The package ships the fit to ``data/targets/public.toml`` as ``data/parameters/public.toml``;
 ``default_model`` applies it.
 """
 
@@ -54,7 +54,7 @@ class Free:
         return 1.0 / (1.0 + jnp.exp(-theta))
 
 
-# The constants no paper gives (params.py, outcomes.py): receptor-action magnitudes, the
+# The constants no paper gives (model/params.py): receptor-action magnitudes, the
 # estradiol half-activation, aromatization and androgen action, each site's turnover,
 # mechanostat gain and age-related drift, the femoral neck's estrogen gain relative to the
 # spine, and the turnover exponent of fracture risk. delta_IGF is left out: no public target
@@ -165,7 +165,7 @@ def _to_numpy(model):
 def format_parameters(model, frees, provenance: dict) -> str:
     """TOML text of a parameter file (see the module docstring)."""
     lines = ["# Fitted by `bonecohort calibrate`; constants not listed keep their hand-set",
-             "# values (src/bonecohort/model/params.py, outcomes.FractureParams).", "",
+             "# values (bonecohort/model/params.py).", "",
              "[provenance]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in provenance.items()]
     lines += ["", "[parameters]"]
@@ -188,5 +188,5 @@ def _toml_value(v):
 
 def default_model() -> ModelParams:
     """The model every command uses: the hand-set constants with the shipped calibration
-    (``data/parameters/public.toml``, fitted to configs/targets/public.toml) applied."""
+    (``data/parameters/public.toml``, fitted to ``data/targets/public.toml``) applied."""
     return load_parameters(SHIPPED_PARAMETERS, hand_set_model())

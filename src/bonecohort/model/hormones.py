@@ -1,6 +1,6 @@
 """Sex-steroid receptor activity and its action on bone cells (pure JAX, one patient).
 
-Receptor activities (DESIGN.md section 4; Hill coefficient 1):
+Receptor activities (Hill coefficient 1; magnitudes are calibration parameters, params.py):
 
     a_ER = (E2/K_E + sum_i eps_i S_i/K_i) / (1 + E2/K_E + sum_i S_i/K_i)
         SERMs compete with estradiol for ER; eps_i is the bone efficacy of SERM i, so a

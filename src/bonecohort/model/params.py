@@ -11,14 +11,14 @@ Sources
   the printed values recorded in the public ``bone-models`` package (v0.1.0,
   ``bone_models/parameters/pivonka_parameters.py``): beta_RANKL is 1.684e2 (paper: e4),
   R_RANKL is 2.703e6 (paper: 6e6), D_OBp includes Lemaire's f0 = 0.05.
-* ``HormoneParams`` and ``SiteParams``: forms from ../DESIGN.md section 4 (receptor coupling)
+* ``HormoneParams`` and ``SiteParams``: forms in model/hormones.py (receptor coupling)
   and section 3 (bone-volume feedback, sites). Their magnitudes are *calibration parameters*,
   not published constants. The values below were set by hand so that untreated women
   reproduce the published menopausal loss rates (SWAN, Greendale 2012 JBMR 27:111; Sowers 2010
   JCEM) within a factor of two (see ``LUMBAR_SPINE`` below); they are the starting point of
   the fit. The model every command uses (``simulate.default_model``) replaces the fitted ones
-  with the values in ``bonecohort/parameters/public.toml``, fitted to the 29 published results
-  of configs/targets/public.toml (calibrate.py; provenance in that file).
+  with the values in ``bonecohort/data/parameters/public.toml``, fitted to the 29 published
+  results of ``bonecohort/data/targets/public.toml`` (fit/calibrate.py; provenance in that file).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class CellAction(NamedTuple):
 
 
 class HormoneParams(NamedTuple):
-    """Sex-steroid receptor coupling (DESIGN.md section 4); magnitudes are calibration
+    """Sex-steroid receptor coupling (model/hormones.py); magnitudes are calibration
     parameters unless a source is given.
 
     a_ER = (E2/K_E + sum eps_S S/K_S) / (1 + E2/K_E + sum S/K_S)   (SERMs compete)
@@ -106,7 +106,8 @@ class HormoneParams(NamedTuple):
     K_T: float = 300.0  # ng/dL, half-activation of AR by serum testosterone (assumption)
     kappa_AR: float = 0.3  # -, OBp differentiation x (1 + kappa_AR a_AR)
     delta_IGF: float = 0.02  # -, OBu commitment x (1 + delta_IGF dIGF); plausible 0-0.1
-    # Aromatization in men (DESIGN.md section 4): E2 ~ 20-30 pg/mL at T ~ 550 ng/dL.
+    # Aromatization in men: serum E2 ~ 20-30 pg/mL at T ~ 550 ng/dL (untreated men in
+    # Finkelstein 2013 NEJM 369:1011).
     k_arom: float = 0.045  # pg/mL of E2 per ng/dL of T
     # Share of male serum E2 secreted directly by the testes, not from circulating T
     # (Longcope 1969 J Clin Invest 48:2191: ~15-20 %); aromatase inhibitors spare it.
@@ -124,7 +125,7 @@ class SiteParams(NamedTuple):
 
     turnover: fraction of the site's bone volume resorbed per year at steady state (1/yr);
       trabecular spine turns over faster than the cortical-rich femoral neck (Parfitt 1983;
-      DESIGN.md section 3). BV'/BV_ref = turnover/365.25 * (OBa/OBa* - OCa/OCa*) is Pivonka's
+      model/site.py). BV'/BV_ref = turnover/365.25 * (OBa/OBa* - OCa/OCa*) is Pivonka's
       deviation form k_form (OBa - OBa*) - k_res (OCa - OCa*) with k_form OBa* = k_res OCa*.
     mech_gain: mechanostat exponent m; osteoblast-precursor commitment x (BV_ref/BV)^m. As bone
       is lost the strain energy density under unchanged loads rises and drives formation
@@ -177,11 +178,11 @@ def default_sites() -> SiteParams:
 
 
 class EndocrineParams(NamedTuple):
-    """Population constants of the endogenous trajectories (exposure/endogenous.py documents the forms)."""
+    """Population constants of the endogenous trajectories (forms in exposure/endogenous.py)."""
 
     E2_pre: float = 100.0  # pg/mL, cycle-averaged premenopausal estradiol
     width: float = 0.8  # years, logistic scale of the menopause transition around the FMP
-    t_decline: float = 0.01  # 1/yr, testosterone decline with age (DESIGN.md section 4)
+    t_decline: float = 0.01  # 1/yr, testosterone decline with age (Harman 2001 JCEM 86:724)
     hypogonadal_factor: float = 0.35  # -, T of a hypogonadal man relative to his trajectory
     hypogonadal_width: float = 1.0  # years, logistic scale of the onset of hypogonadism
 

@@ -2,7 +2,7 @@
 
 State ``y = (OBp/OBp*, OBa/OBa*, OCa/OCa*, BV/BV_ref)``, all dimensionless and 1 at the
 reference steady state, so that float32 keeps its precision on the small changes that matter
-(DESIGN.md section 5: integrate changes, not absolute levels).
+(integrate changes, not absolute levels).
 
 Bone volume (Pivonka 2008 eq. 13, deviation form of the CellML export, balanced at the
 patient's reference steady state, k_form OBa* = k_res OCa*):

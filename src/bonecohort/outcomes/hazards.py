@@ -35,8 +35,8 @@ population level and ignored.
 Two kinds of outcome:
 * expected: probabilities of a first hip / first major osteoporotic fracture (MOF) with
   competing mortality, integrated year by year (the FRAX quantity);
-* sampled (events.py): events drawn with uniforms that depend only on the patient and the year, the same in
-  every arm (common random numbers: identical arms give identical events).
+* sampled (events.py): events drawn with uniforms that depend only on the patient and the
+  year, the same in every arm (common random numbers: identical arms give identical events).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def _sizes(ctx, param, value):
               help="Patients solved one at a time by scipy LSODA and by bone_models.")
 @click.option("--no-peers", is_flag=True, help="Skip diffrax, scipy and bone_models.")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-              help="Study whose chunk is the full-model workload (default: configs/default.toml).")
+              help="Study whose chunk is the full-model workload (default: the shipped "
+              "default study).")
 @click.option("--out", default="benchmarks/results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the JSON result.")

@@ -1,6 +1,6 @@
 """Fixed-step linearly implicit (Rosenbrock) integration inside ``lax.scan`` (pure JAX).
 
-The remodeling system is stiff (fastest eigenvalues 3-8.5 /day, DESIGN.md section 5): explicit
+The remodeling system is stiff (fastest eigenvalues of the Jacobian 3-8.5 /day): explicit
 daily steps blow up. A Rosenbrock method needs one Jacobian and one linear system per step
 and no Newton iteration, so a fixed step of weeks is stable, cheap and vectorizes cleanly.
 
@@ -92,7 +92,7 @@ def _solve_small(m, b):
 
     Unrolled Gaussian elimination; partial pivoting selects rows with one-hot masks, so the
     whole solve stays elementwise and vectorizes across vmapped patients (batched LAPACK calls
-    on tiny matrices are slow on CPU, DESIGN.md section 5).
+    on tiny matrices are slow on CPU).
     """
     n = m.shape[0]
     b2 = b.reshape(n, -1)
