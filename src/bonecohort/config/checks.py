@@ -82,3 +82,15 @@ def read_text(path) -> str:
         raise ConfigError(f"{p}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot be read ({exc}).") from None
+
+
+def named_entry(raw, path, kind: str, i: int, allowed: set, taken, what: str, key="name"):
+    """Entry ``i`` of a list of tables ``[[kind]]`` named by ``key`` (unique among ``taken``).
+    Returns the table, its name and the section that names it in later messages."""
+    section = f"{kind}[{i}]"
+    raw = table(raw, path, section)
+    unknown_keys(raw, allowed, path, section)
+    name = check_str(raw.get(key), path, section, key)
+    if name in taken:
+        fail(path, section, key, f"duplicate {what} {key} '{name}'.")
+    return raw, name, f"{kind}[{i}] ('{name}')"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import math
 
-from bonecohort.config.checks import check_number, check_str, fail, table, unknown_keys
+from bonecohort.config.checks import (
+    check_number,
+    check_str,
+    fail,
+    named_entry,
+    table,
+    unknown_keys,
+)
 from bonecohort.exposure.agents import AGENTS
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.population import REGIMEN_SLOTS
@@ -144,13 +151,7 @@ def check_uterus(arm_name, regimens, allow, path, section, intact_fraction):
 def parse_arm(arm, i: int, path, horizon, sexes, intact: float, taken: set) -> Arm:
     """Validate ``[[arms]]`` table number ``i`` (``taken``: arm names so far; ``intact``:
     share of women with a uterus, for the unopposed-estrogen check)."""
-    section = f"arms[{i}]"
-    arm = table(arm, path, section)
-    unknown_keys(arm, ARM_KEYS, path, section)
-    arm_name = check_str(arm.get("name"), path, section, "name")
-    if arm_name in taken:
-        fail(path, section, "name", f"duplicate arm name '{arm_name}'.")
-    section = f"arms[{i}] ('{arm_name}')"
+    arm, arm_name, section = named_entry(arm, path, "arms", i, ARM_KEYS, taken, "arm")
     regs = arm.get("regimens", [])
     if not isinstance(regs, list):
         fail(path, section, "regimens", "expected a list of [[arms.regimens]] tables.")

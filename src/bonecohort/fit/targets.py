@@ -30,6 +30,7 @@ from bonecohort.config.checks import (
     check_number,
     check_str,
     fail,
+    named_entry,
     shipped_or_file,
     table,
     unknown_keys,
@@ -142,12 +143,8 @@ def _relabel(exc: ConfigError, path: str, prefix: str) -> ConfigError:
                        else msg)
 
 
-def _parse_trial(raw, path, i, seed) -> Trial:
-    section = f"trials[{i}]"
-    raw = table(raw, path, section)
-    unknown_keys(raw, TRIAL_KEYS, path, section)
-    name = check_str(raw.get("name"), path, section, "name")
-    section = f"trials[{i}] ('{name}')"
+def _parse_trial(raw, path, i, seed, taken) -> Trial:
+    raw, name, section = named_entry(raw, path, "trials", i, TRIAL_KEYS, taken, "trial")
     for key in ("population", "arms"):
         if key not in raw:
             fail(path, section, key, "missing; a trial needs a population and its arms.")
@@ -229,13 +226,7 @@ def _parse_spread(raw, path, section, observed: float, fracture: bool):
 
 
 def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
-    section = f"targets[{i}]"
-    raw = table(raw, path, section)
-    unknown_keys(raw, TARGET_KEYS, path, section)
-    tid = check_str(raw.get("id"), path, section, "id")
-    if tid in seen:
-        fail(path, section, "id", f"duplicate target id '{tid}'.")
-    section = f"targets[{i}] ('{tid}')"
+    raw, tid, section = named_entry(raw, path, "targets", i, TARGET_KEYS, seen, "target", "id")
     for key in ("trial", "arm", "site", "window", "measure", "observed"):
         if key not in raw:
             fail(path, section, key, "missing.")
@@ -294,9 +285,7 @@ def parse_targets(text: str, path: str = "<targets>") -> TargetSet:
         fail(path, "trials", "(section)", "expected one or more [[trials]] tables.")
     trials = {}
     for i, t in enumerate(trials_raw):
-        trial = _parse_trial(t, path, i, seed=i + 1)
-        if trial.name in trials:
-            fail(path, f"trials[{i}]", "name", f"duplicate trial name '{trial.name}'.")
+        trial = _parse_trial(t, path, i, i + 1, trials)
         trials[trial.name] = trial
     if not isinstance(rows, list) or not rows:
         fail(path, "targets", "(section)", "expected one or more [[targets]] tables.")
