@@ -9,7 +9,6 @@ import time
 
 import jax
 
-import bonecohort  # noqa: F401  (enables float64)
 from bonecohort.cohort import chunk_ids, make_chunk_runner
 from bonecohort.config import load_study
 from bonecohort.fit.parameters import default_model

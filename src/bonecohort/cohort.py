@@ -64,6 +64,7 @@ def cast_tree(tree, dtype):
     return jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
 
 
+@with_x64
 def reference_steady_state(model: ModelParams, dtype):
     """Pivonka steady state computed in float64, then cast to the simulation dtype."""
     return jnp.asarray(jnp.stack(steady_state(cast_tree(model.core, jnp.float64))), dtype)
@@ -90,6 +91,7 @@ _COMPILED: OrderedDict = OrderedDict()
 LANES = 64  # per-device batches are padded to a multiple of this (see the module docstring)
 
 
+@with_x64
 def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms: tuple,
                       grid: Grid, dtype, outcomes: OutcomeSetup | None = None,
                       devices=None):
@@ -99,7 +101,8 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
 
     The jitted function takes the seed as an argument and is cached on the study's static
     structure and constants, so runs that differ only in seed (or repeat) compile once per
-    process and chunk shape.
+    process and chunk shape. It is traced and called with 64-bit types enabled (``with_x64``)
+    whatever the process's setting, so a chunk's results do not depend on the caller.
     """
     key = (spec, arms, grid, jnp.dtype(dtype).name, fingerprint(model),
            None if outcomes is None else (fingerprint(outcomes._replace(probability_ages=())),
@@ -128,7 +131,7 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
             (per * len(devices),) + v[0].shape[1:], sharding, list(v)), *shards)
         return jax.tree.map(lambda v: v[:n], whole)
 
-    return call
+    return with_x64(call)
 
 
 def _compile(spec, model, arms, grid, dtype, outcomes):
