@@ -39,6 +39,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bonecohort.model.params import NHANES_MEN, NHANES_WOMEN
+
 
 class PopulationSpec(NamedTuple):
     """Population of a study (static floats)."""
@@ -51,14 +53,14 @@ class PopulationSpec(NamedTuple):
     fmp_max: float = 60.0
     e2_post_median: float = 10.0
     e2_post_sdlog: float = 0.35
-    peak_fn_bmd_mean: float = 0.858
-    peak_fn_bmd_sd: float = 0.120
+    peak_fn_bmd_mean: float = NHANES_WOMEN.mean
+    peak_fn_bmd_sd: float = NHANES_WOMEN.sd
     turnover_sdlog: float = 0.25
     rankl_sensitivity_sdlog: float = 0.20
     mech_sdlog: float = 0.20
     male_fraction: float = 0.0
-    peak_fn_bmd_mean_male: float = 0.934
-    peak_fn_bmd_sd_male: float = 0.137
+    peak_fn_bmd_mean_male: float = NHANES_MEN.mean
+    peak_fn_bmd_sd_male: float = NHANES_MEN.sd
     uterus_intact_fraction: float = 0.8
     surgical_fraction: float = 0.0
     surgery_age_min: float = 40.0

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from bonecohort.model.hormones import Hormones
-from bonecohort.model.params import EndocrineParams, HormoneParams
+from bonecohort.model.params import PEAK_BONE_AGE, EndocrineParams, HormoneParams
 
 
 class StepInputs(NamedTuple):
@@ -61,7 +61,7 @@ def window_fraction(a, b, start, stop):
 def hormones_at(age, patient, u: StepInputs, ep: EndocrineParams, hp: HormoneParams):
     """Serum hormones of ``patient`` at ``age`` (years) under step exposures ``u``."""
     inhibited = u.ai / (1.0 + u.ai)
-    t_trajectory = patient.t30 * jnp.exp(-ep.t_decline * (age - 30.0))
+    t_trajectory = patient.t30 * jnp.exp(-ep.t_decline * (age - PEAK_BONE_AGE))
     # women
     ovarian = (ep.E2_pre - patient.e2_post) * jax.nn.sigmoid((patient.fmp_age - age) / ep.width)
     e2_f = (ovarian * u.ovary + (patient.e2_post + hp.k_arom * u.t) * (1.0 - inhibited) + u.e2)
