@@ -1,6 +1,7 @@
 """End-to-end runs through the CLI: outputs, determinism, chunking, and clean errors."""
 
 import json
+import os
 
 import polars as pl
 import pytest
@@ -235,7 +236,7 @@ def test_existing_output_is_refused_without_force(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     assert run_cli("run", cfg, "--out", out, "-n", 1000, "--force", "-q").exit_code == 0
     assert not (out / "keep.txt").exists() and list((out / "patients").glob("*.parquet"))
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".out.lock"]
 
 
 def test_unwritable_output_directory_is_a_clean_error(tmp_path):
@@ -275,7 +276,7 @@ def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tm
     assert res.exit_code == 3
     assert "2 patient(s) produced NaN or inf" in res.output
     assert '"patient_id": 3.0' in res.output and '"patient_id": 17.0' in res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.lock", "ok.toml"]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(runs, tmp_path):
@@ -322,3 +323,127 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(runs, tmp_path):
     res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(tmp_path / "other"),
                                     "--resume"])
     assert res.exit_code == 2 and "made with another config" in res.output
+
+
+def same_outputs(out, reference):
+    """Parts byte for byte, and summaries, equal those of the run in ``reference``."""
+    parts = sorted(p.name for p in (reference / "patients").iterdir())
+    assert sorted(p.name for p in (out / "patients").iterdir()) == parts
+    for name in parts:
+        assert (out / "patients" / name).read_bytes() == \
+            (reference / "patients" / name).read_bytes(), name
+    for name in ("summary", "outcomes", "cumulative", "tscores"):
+        assert pl.read_parquet(out / f"{name}.parquet").equals(
+            pl.read_parquet(reference / f"{name}.parquet")), name
+
+
+def test_disk_full_keeps_the_partial_run_and_resume_finishes_it(runs, tmp_path, monkeypatch):
+    """No space for the 4th part: exit 4 naming it, the 3 finished parts kept; a corrupt part
+    (exit 4) and a part of another run (exit 2) are named on --resume and leave the work
+    directory alone; once the part is deleted, --resume ends with the outputs of a clean run
+    (the deleted part's chunk simulated again)."""
+    import errno
+
+    from bonecohort import io
+
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL)
+    out, work = tmp_path / "full", tmp_path / ".full.partial"
+    args = ["run", str(cfg), "--chunk-size", "1000", "--out", str(out)]
+    real, written = io.atomic_write, []
+
+    def disk_fills(path, data):
+        if path.parent.name == "patients":
+            written.append(path)
+            if len(written) > 3:
+                def no_space(fh):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real(path, no_space)
+        return real(path, data)
+
+    monkeypatch.setattr(io, "atomic_write", disk_fills)
+    res = CliRunner().invoke(main, args + ["-q"])
+    assert res.exit_code == 4, res.output
+    fourth = work / "patients" / "part-000000003000.parquet"
+    assert f"{fourth}: no space left on the device" in res.output
+    assert f"kept in {work}" in res.output and "--resume" in res.output
+    assert "Traceback" not in res.output and not out.exists()
+    assert len((work / "chunks.jsonl").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (work / "patients").iterdir()) == [
+        f"part-{i:012d}.parquet" for i in (0, 1000, 2000)]
+    monkeypatch.undo()  # space freed
+
+    second = work / "patients" / "part-000000001000.parquet"
+    good = second.read_bytes()
+    second.write_bytes(good[: len(good) // 2])
+    res = CliRunner().invoke(main, args + ["--resume"])
+    assert res.exit_code == 4 and f"{second}: cannot be read" in res.output
+    assert "Delete this file and rerun the same command with --resume" in res.output
+    assert "Traceback" not in res.output
+
+    other = {**json.loads((work / "run.json").read_text()), "seed": 8}
+    io.write_parquet(second, pl.read_parquet(work / "patients" / "part-000000000000.parquet"),
+                     io.part_metadata(other))
+    res = CliRunner().invoke(main, args + ["--resume"])
+    assert res.exit_code == 2 and f"{second}: this part belongs to another run" in res.output
+    assert "seed 8" in res.output and "seed 7" in res.output
+    assert work.exists() and second.exists()
+
+    second.unlink()
+    res = CliRunner().invoke(main, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resuming: 2 chunk(s) done" in res.output
+    same_outputs(out, runs["small_chunks"][0])
+    assert not work.exists()
+
+
+def test_a_run_holding_the_lock_refuses_every_other_writer(tmp_path):
+    """While the test process holds OUT's lock, run, run --resume, a distributed process
+    and validate aimed at OUT are refused (exit 2) before anything is written."""
+    import os
+
+    from bonecohort.io import run_lock
+
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "out"
+    message = f"another bonecohort run (pid {os.getpid()}) is writing {out}; wait for it"
+    with run_lock(out):
+        for extra in ([], ["--resume"], ["--distributed"]):
+            res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(out), *extra])
+            assert res.exit_code == 2 and message in res.output, res.output
+        res = CliRunner().invoke(main, ["validate", "public", "--out", str(out), "-q"])
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "small.toml"]
+    out.mkdir()
+    res = CliRunner().invoke(main, ["validate", "public", "--out", str(out), "-q"])
+    assert res.exit_code == 2 and "output directory exists" in res.output
+    assert "--force" in res.output
+
+
+def test_second_run_into_the_same_out_is_refused_while_the_first_runs(runs, tmp_path):
+    """Two `bonecohort run` processes aimed at one OUT: the second (another seed) exits 2 while
+    the first still runs, and the first ends with the outputs of a clean run."""
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "shared"
+    command = [sys.executable, "-c", "from bonecohort.shell.cli import main; main()", "run",
+               str(cfg), "--chunk-size", "1000", "--out", str(out), "-q"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / ".shared.partial").exists() and first.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    second = subprocess.run(command + ["--seed", "8"], capture_output=True, text=True,
+                            timeout=300)
+    assert first.poll() is None, "the first run ended before the second was refused"
+    assert second.returncode == 2, second.stderr
+    assert f"another bonecohort run (pid {first.pid}) is writing {out}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    same_outputs(out, runs["small_chunks"][0])

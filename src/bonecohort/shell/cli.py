@@ -16,7 +16,8 @@ from bonecohort.config import ConfigError, load_study
 def main():
     """bonecohort: simulate bone loss under hormonal protocols for cohorts of virtual patients.
 
-    Example: bonecohort run configs/default.toml --patients 10000 --out runs/demo
+    Example: bonecohort run default --patients 10000 --out runs/demo  (a study shipped
+    with the package, or the path of a study file)
     """
 
 
@@ -46,6 +47,26 @@ def progress_bar(total: int, quiet: bool):
     finally:
         if state.get("bar") is not None:
             state["bar"].__exit__(None, None, None)
+
+
+@contextmanager
+def command_errors():
+    """The errors of `run`, `summarize` and `validate` as one paragraph and an exit code: 2 bad
+    input or an output directory in use by another run, 3 NaN or inf in a simulation, 4 a
+    file that cannot be written or read (no traceback)."""
+    from bonecohort.shell.runner import RunIOError, SimulationError
+
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except SimulationError as exc:
+        click.echo(f"simulation failed: {exc}", err=True)
+        sys.exit(3)
+    except RunIOError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(4)
 
 
 @main.command()
@@ -80,20 +101,24 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
     seed, package versions, devices, wall time) and OUT/report.html (plots; see
     `bonecohort report`). A progress bar shows on a terminal unless --quiet.
 
+    The run works in .OUT.partial beside OUT, renamed to OUT when complete, and holds the
+    lock file .OUT.lock meanwhile: a second run aimed at OUT is refused.
+
     Example: bonecohort run configs/default.toml --patients 20000 --seed 7 --out runs/try
 
     Several machines: start the same command with --distributed on each (for example
     `srun bonecohort run study.toml --distributed --out /shared/runs/x`), then run
     `bonecohort summarize /shared/runs/x`.
+
+    Exit codes: 0 done; 2 bad config or options, or OUT in use by another run; 3 NaN or inf
+    in the simulation (nothing kept); 4 a file could not be written or read (disk full,
+    permission lost, a corrupt part): the message names it, the unfinished run is kept in
+    .OUT.partial, and --resume continues it once the cause is fixed.
     """
-    from bonecohort.shell.runner import (
-        SimulationError,
-        run_distributed_process,
-        run_study,
-    )
+    from bonecohort.shell.runner import run_distributed_process, run_study
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    try:
+    with command_errors():
         study = load_study(config).with_overrides(patients, seed, chunk_size)
         out = out or Path("runs") / study.name
         log(f"study '{study.name}': {study.patients:,} patients, {len(study.arms)} arms, "
@@ -116,12 +141,6 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
         with progress_bar(study.patients, quiet) as progress:
             results = run_study(study, out, force=force, log=log, progress=progress,
                                 resume=resume, devices=devices)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except SimulationError as exc:
-        click.echo(f"simulation failed: {exc}", err=True)
-        sys.exit(3)
     _print_results(study, results, out)
 
 
@@ -150,16 +169,16 @@ def summarize(run_dir, quiet):
     --distributed`), once all have finished: reads the partitioned dataset
     RUN_DIR/patients/*.parquet and writes the same files as `run`.
 
+    Refused while a process of the run still holds RUN_DIR's lock, or if a part in
+    RUN_DIR/patients belongs to another run. Exit codes as for `run`.
+
     Example: bonecohort summarize /shared/runs/x
     """
     from bonecohort.shell.runner import summarize_run
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    try:
+    with command_errors():
         study, results = summarize_run(run_dir, log)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     _print_results(study, results, run_dir)
 
 
@@ -199,8 +218,8 @@ def risk(age, sex, tscore):
     """FRAX-style 10-year probability of a hip and of a major osteoporotic fracture for a
     patient without other clinical risk factors, at average turnover, competing with death.
 
-    Uses the default model, the tables in configs/epidemiology and the model's untreated
-    reference population (outcomes.py).
+    Uses the default model, the shipped tables (bonecohort/data/epidemiology) and the
+    model's untreated reference population (outcomes/reference.py).
 
     Example: bonecohort risk --age 65 --sex female --tscore -2.5
     """

@@ -56,7 +56,7 @@ def _check_patients(patients):
 
 
 PARAMS_HELP = ("Parameter file (written by `calibrate`) applied to the hand-set constants "
-               "(default: the shipped calibration, src/bonecohort/parameters/public.toml).")
+               "(default: the shipped calibration, bonecohort/data/parameters/public.toml).")
 
 
 @click.command()
@@ -66,36 +66,40 @@ PARAMS_HELP = ("Parameter file (written by `calibrate`) applied to the hand-set 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for validation.parquet, validation.csv and validation.svg "
               "(default: runs/validate-<target set name>).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the table.")
-def validate(targets, params, patients, out, quiet):
+def validate(targets, params, patients, out, force, quiet):
     """Simulate the virtual trials of a TARGETS file (configs/targets/public.toml documents
     the format) and print one row per target: observed, simulated, difference, z-score and
     whether it lies within its tolerance. Writes the table (parquet and CSV) and a plot of
-    simulated against observed values.
+    simulated against observed values into OUT, with the output rules of `run`: an existing
+    OUT is refused without --force, and the files are written in .OUT.partial, renamed to OUT
+    when complete. Exit codes as for `run`.
 
     Example: bonecohort validate configs/targets/public.toml --patients 500
     """
     from bonecohort.fit.targets import load_targets
+    from bonecohort.shell.cli import command_errors
+    from bonecohort.shell.runner import output_dir
     from bonecohort.shell.validate import (
+        VALIDATION_FILES,
         format_table,
-        plot_validation,
         validation_table,
+        write_validation,
     )
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     _persistent_compilation_cache()
-    with _bad_input_exits(targets):
+    with _bad_input_exits(targets), command_errors():
         ts = load_targets(targets)
         _check_patients(patients)
         model = _model_from(params)
         out = out or Path("runs") / f"validate-{ts.name}"
-        out.mkdir(parents=True, exist_ok=True)
-        table = validation_table(ts, model, patients=patients, log=log)
-    table.write_parquet(out / "validation.parquet")
-    table.write_csv(out / "validation.csv")
-    plot_validation(table, out / "validation.svg")
+        with output_dir(out, force, rerun="run the same command again") as work:
+            table = validation_table(ts, model, patients=patients, log=log)
+            write_validation(table, work)
     click.echo(format_table(table))
-    click.echo(f"written: {out}/validation.parquet, validation.csv, validation.svg")
+    click.echo(f"written: {out}/{', '.join(VALIDATION_FILES)}")
 
 
 @click.command()
@@ -132,6 +136,7 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
     from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters
     from bonecohort.fit.targets import load_targets
+    from bonecohort.io import atomic_write
     from bonecohort.model.params import hand_set_model
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
@@ -159,10 +164,15 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     text = format_parameters(result.model, frees,
                              provenance(ts, result, objective, learning_rate, dt,
                                         str(start) if start else "the hand-set constants"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, text)
+    except OSError as exc:
+        click.echo(text)
+        click.echo(f"error: {exc.filename or out}: cannot write the parameter file "
+                   f"({exc.strerror}); the fitted parameters are printed above: free space "
+                   "or choose another --out, and save them there.", err=True)
+        sys.exit(4)
     click.echo(f"loss {result.loss_start:.4g} -> {result.loss:.4g}; targets within tolerance "
                f"{result.fits_start} -> {result.fits} of {len(ts.targets)}")
     click.echo(f"written: {out}")

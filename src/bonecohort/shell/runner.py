@@ -1,16 +1,28 @@
 """Run a study: chunks of patients through the compiled core, into an output directory.
 
-Outputs are written into a temporary directory beside the target and renamed into place only
-when complete, so a failed run leaves nothing half-written.
+A run owns its output directory OUT: it holds the lock ``.OUT.lock`` beside it
+(``bonecohort.io.run_lock``; exclusive for a run, shared by the processes of one distributed
+run) before it touches anything, so a second run aimed at OUT is refused. Outputs are written
+into the work directory ``.OUT.partial`` beside OUT and renamed into place only when complete
+(``output_dir``, which ``validate`` uses too). Every part records the run's identity
+(``run_identity``) in its parquet metadata, so that ``--resume`` and ``summarize`` refuse
+parts of another run.
+
+Failures: bad input is a ``ConfigError`` (exit 2) and a NaN a ``SimulationError`` (exit 3);
+both remove the work directory. A file that cannot be written or read (disk full, permission
+lost, a corrupt part) is a ``RunIOError`` (exit 4) naming the file and the fix; the work
+directory is kept, so ``--resume`` continues it. The file layout is ``bonecohort.io.RunDir``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import shutil
 import time
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -22,6 +34,21 @@ from bonecohort.cohort import make_chunk_runner, with_x64
 from bonecohort.config import ConfigError, Study
 from bonecohort.fit.parameters import default_model
 from bonecohort.fit.screening import screen
+from bonecohort.io import (
+    SUMMARIES,
+    CorruptFile,
+    Journal,
+    Locked,
+    RunDir,
+    atomic_write,
+    create_exclusive,
+    part_identity,
+    part_metadata,
+    read_journal,
+    run_lock,
+    work_dir,
+    write_parquet,
+)
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.report import write_report
@@ -40,17 +67,29 @@ class SimulationError(Exception):
     """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
 
 
+class RunIOError(Exception):
+    """A file of a run could not be written or read; the message names it and the fix. The
+    unfinished run is kept."""
 
 
+class ForeignPartError(ConfigError):
+    """A part in a run directory belongs to another run; the directory is left as it is."""
 
 
-PATIENT_PARTS = "patients"  # folder of per-patient parquet parts in a run directory
-JOURNAL = "chunks.jsonl"  # finished chunks of an unfinished run (for --resume)
+RESUME_KEYS = ("config_sha256", "seed", "patients", "chunk_size", "dtype")
+
+# how to continue once the cause of a RunIOError is fixed
+RERUN = "rerun the same command with --resume (it continues from the last finished chunk)"
+RERUN_DISTRIBUTED = "rerun the same command (it continues from the last finished chunk)"
+RERUN_SUMMARIZE = ("rerun the processes' `run --distributed` command (finished chunks are "
+                   "kept), then `bonecohort summarize` again")
 
 
-def patient_parts(run_dir: Path) -> str:
-    """Glob of a run's per-patient parquet parts (``pl.scan_parquet`` reads them as one)."""
-    return str(Path(run_dir) / PATIENT_PARTS / "*.parquet")
+def run_identity(study: Study) -> dict:
+    """What makes two runs the same run (the ``RESUME_KEYS`` of the manifest): recorded in
+    ``run.json`` and in every part."""
+    return {"config_sha256": study.config_hash, "seed": study.seed,
+            "patients": study.patients, "chunk_size": study.chunk_size, "dtype": study.dtype}
 
 
 def local_devices(count: int | None):
@@ -64,24 +103,229 @@ def local_devices(count: int | None):
     return local[:count] if count else local
 
 
-def journal_name(process: int, processes: int) -> str:
-    return JOURNAL if processes == 1 else f"chunks-{process:04d}.jsonl"
+# --- owning an output directory and reporting its failures ------------------------------------
 
 
-def _read_journal(path: Path, parts: Path):
-    """Finished chunks recorded in the journal at ``path`` whose parts exist."""
-    if not path.exists():
-        return []
-    chunks = []
-    for line in path.read_text().splitlines():
+@contextmanager
+def owned(out: Path, shared: bool = False):
+    """Hold the lock of ``out`` for the body (``run_lock``); a ``ConfigError`` at once if
+    another run holds it or it cannot be created."""
+    with ExitStack() as stack:
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: that chunk is redone
-        if entry.get("part") and not (parts / entry["part"]).exists():
-            break
-        chunks.append(entry)
-    return chunks
+            out.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(out, shared))
+        except Locked as exc:
+            raise ConfigError(
+                f"another bonecohort run (pid {exc.pid or 'unknown'}) is writing {out}; wait "
+                f"for it or choose another --out (lock file {exc.path}).") from None
+        except OSError as exc:
+            raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
+        yield
+
+
+def io_failure_message(exc: OSError, kept: Path, rerun: str) -> str:
+    """One paragraph for a file that could not be written or read: the file, the cause, where
+    the unfinished run is kept and how to continue (``rerun``)."""
+    path = exc.filename or kept
+    if isinstance(exc, CorruptFile):
+        return (f"{path}: cannot be read ({exc.strerror}). Delete this file and {rerun}: its "
+                "chunk is simulated again.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause, fix = "no space left on the device", "free space on that file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause, fix = f"cannot be written ({exc.strerror})", "make it writable again"
+    else:
+        cause, fix = exc.strerror or str(exc), "fix the cause"
+    return (f"{path}: {cause}. The unfinished run is kept in {kept}: {fix} and {rerun}, or "
+            "start again with another --out.")
+
+
+@contextmanager
+def io_failures(kept: Path, rerun: str):
+    """``OSError`` in the body becomes a ``RunIOError`` (``io_failure_message``)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunIOError(io_failure_message(exc, kept, rerun)) from None
+
+
+def _fresh_work_dir(out: Path, identity: dict | None, resume: bool) -> Path:
+    """The work directory of ``out``: kept from an interrupted run of the same ``identity``
+    with ``resume``, else made anew (holding ``run.json`` when ``identity`` is given)."""
+    work = work_dir(out)
+    run = RunDir(work)
+    try:
+        if work.exists() and resume:
+            try:
+                before = json.loads(run.run_json.read_text())
+            except (OSError, ValueError):
+                before = None
+            if before != identity:
+                raise ConfigError(
+                    f"{out}: --resume: the interrupted run in {work} was made with another "
+                    f"config, seed, patient count, chunk size or dtype ({before}); run "
+                    "without --resume to start again.")
+            return work
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir()
+        if identity is not None:
+            atomic_write(run.run_json, json.dumps(identity))
+        return work
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
+
+
+def publish(work: Path, out: Path):
+    """Drop the bookkeeping of ``work`` (journal, run.json) and atomically move it to ``out``
+    (replacing it if present)."""
+    for path in (RunDir(work).journal(), RunDir(work).run_json):
+        path.unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+
+
+@contextmanager
+def output_dir(out: Path, force: bool, identity: dict | None = None, resume: bool = False,
+               rerun: str = RERUN):
+    """The output rules of ``run`` and ``validate``: refuse an existing ``out`` without
+    ``force``, hold its lock, and yield the work directory beside it, which is renamed to
+    ``out`` when the body completes. A ``RunIOError`` (an ``OSError`` in the body) or a
+    ``ForeignPartError`` keeps the work directory; any other error removes it."""
+    if out.exists() and not force:
+        raise ConfigError(f"{out}: output directory exists; choose another --out or pass "
+                          "--force to replace it.")
+    with owned(out):
+        work = _fresh_work_dir(out, identity, resume)
+        try:
+            with io_failures(work, rerun):
+                yield work
+                publish(work, out)
+        except (RunIOError, ForeignPartError):
+            raise
+        except Exception:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+
+def _describe(identity: dict | None) -> str:
+    if not identity:
+        return "no run identity recorded"
+    return (f"config sha256 {str(identity.get('config_sha256'))[:12]}..., seed "
+            f"{identity.get('seed')}, {identity.get('patients')} patients, chunk size "
+            f"{identity.get('chunk_size')}, {identity.get('dtype')}")
+
+
+def check_parts(paths, identity: dict, fix: str):
+    """``ForeignPartError`` for the first part among ``paths`` that records another run than
+    ``identity``; ``CorruptFile`` for one that cannot be read."""
+    for path in paths:
+        found = part_identity(path)
+        if found != identity:
+            raise ForeignPartError(f"{path}: this part belongs to another run "
+                                   f"({_describe(found)}), not to this one "
+                                   f"({_describe(identity)}); {fix}")
+
+
+# --- simulating chunks ---------------------------------------------------------------------------
+
+
+def _chunk_runner(study: Study, model: ModelParams | None, devices: int | None, log):
+    """The compiled chunk runner of ``study`` and the number of devices sharing a chunk."""
+    model = default_model() if model is None else model
+    dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
+    t0 = time.perf_counter()
+    setup = outcome_setup(study.outcomes, model, study.path)
+    log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
+    devs = local_devices(devices)
+    return make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
+                             dtype, setup, devs), len(devs)
+
+
+def _step_size(study: Study, n_devices: int) -> int:
+    """Patients per step: each device gets one chunk of the study's size, so the per-device
+    batch, and so each patient's arithmetic, is the same whatever the number of devices."""
+    return n_devices * (min(study.chunk_size, study.patients) if study.eligibility.is_open
+                        else study.chunk_size)
+
+
+def _open_journal(run: RunDir, study: Study, process: tuple[int, int], log):
+    """The chunks finished before an interruption (their parts checked to be of this run)
+    and the journal, rewritten with them, to append to."""
+    run.patients.mkdir(parents=True, exist_ok=True)
+    path = run.journal(*process)
+    entries = read_journal(path, run.patients)
+    check_parts([run.patients / c["part"] for c in entries if c.get("part")],
+                run_identity(study), "delete it (its chunk is then simulated again) or run "
+                "without --resume to start again.")
+    done = {c["start"]: c for c in entries}
+    if done:
+        log(f"resuming: {len(done)} chunk(s) done, "
+            f"{sum(c['kept'] for c in done.values()):,} eligible patients kept")
+    return done, Journal(path, done.values())
+
+
+def _finished(done: dict, chunk: int, process: tuple[int, int]):
+    """``screen``'s question whether a chunk is already done: (simulated, kept) for a chunk
+    journaled before an interruption or one of another process (no eligibility), else None."""
+    index, processes = process
+
+    def finished(start, n_valid):
+        if start in done:
+            return done[start]["simulated"], done[start]["kept"]
+        if (start // chunk) % processes != index:
+            return n_valid, n_valid
+        return None
+
+    return finished
+
+
+def _write_parts(s, per: int, study: Study, run: RunDir) -> list[dict]:
+    """Write the kept rows of the screened step ``s`` as one part per chunk of the study's
+    size, whatever the number of devices (so the dataset, and every sum over it, is laid out
+    the same way); return their journal entries."""
+    arms = [a.name for a in study.arms]
+    meta = part_metadata(run_identity(study))
+    entries = []
+    for lo in range(0, s.n_valid, per):
+        sub = s.rows[(s.rows >= lo) & (s.rows < lo + per)]
+        part = ""
+        if len(sub):
+            part = RunDir.part_name(s.start + lo)
+            write_parquet(run.patients / part, patient_table(
+                s.result, arms, sub, study.reference_arm, study.outcomes), meta)
+        entries.append({"start": s.start + lo, "kept": len(sub), "part": part,
+                        "simulated": min(per, s.n_valid - lo)})
+    return entries
+
+
+def _reporter(study: Study, log, progress):
+    """Called after each computed step: ``progress(kept, rate)`` if given, else a log line."""
+    t0, computed = time.perf_counter(), 0
+
+    def report(s):
+        nonlocal computed
+        computed += s.n_valid
+        elapsed = time.perf_counter() - t0
+        if computed == s.n_valid:
+            log(f"first chunk compiled and simulated in {elapsed:.1f} s")
+        rate = computed / elapsed
+        if progress is not None:
+            progress(s.kept, rate)
+        else:
+            log(f"simulated {s.screened:,} patients, {s.kept:,}/{study.patients:,} eligible "
+                f"({rate:,.0f} patients/s)")
+
+    return report
+
+
+def _raise_if_nonfinite(failed: list):
+    if failed:
+        shown = "; ".join(json.dumps(p) for p in failed[:10])
+        raise SimulationError(
+            f"{len(failed)} patient(s) produced NaN or inf; no results were written. "
+            f"First ones (patient draws): {shown}")
 
 
 def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
@@ -98,76 +342,28 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
     ``process = (i, P)``: process ``i`` of ``P`` (a distributed run) simulates chunks
     ``i, i + P, ...`` of a study without eligibility criteria, journaled in its own file.
     """
-    index, processes = process
-    model = default_model() if model is None else model
-    dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
-    t0 = time.perf_counter()
-    setup = outcome_setup(study.outcomes, model, study.path)
-    log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
-    devs = local_devices(devices)
-    runner = make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
-                               dtype, setup, devs)
-    arm_names = [a.name for a in study.arms]
-    # each step gives every device one chunk of the study's size: the per-device batch, and
-    # so each patient's arithmetic, is the same whatever the number of devices
-    chunk = len(devs) * (min(study.chunk_size, study.patients) if study.eligibility.is_open
-                         else study.chunk_size)
-    parts = work / PATIENT_PARTS
-    parts.mkdir(parents=True, exist_ok=True)
-    journal_path = work / journal_name(index, processes)
-    done = {c["start"]: c for c in _read_journal(journal_path, parts)}
-    if done:
-        log(f"resuming: {len(done)} chunk(s) done, "
-            f"{sum(c['kept'] for c in done.values()):,} eligible patients kept")
-    journal = journal_path.open("w")  # keep only the entries that were read back
-    journal.writelines(json.dumps(c) + "\n" for c in done.values())
-    failed = []
-    screened, t0, computed = 0, time.perf_counter(), 0
-    per = chunk // len(devs)
-
-    def finished(start, n_valid):
-        if start in done:  # finished before an interruption
-            return done[start]["simulated"], done[start]["kept"]
-        if (start // chunk) % processes != index:  # another process's (no eligibility)
-            return n_valid, n_valid
-        return None
-
-    for s in screen(runner, study.patients, chunk, study.eligibility,
-                    study.outcomes.tscore_reference, study.path, finished):
-        if len(s.rows):
-            failed += nonfinite_patients(s.result, s.rows)
-        # one part per chunk of the study's size, whatever the number of devices, so that the
-        # dataset (and every sum over it) is laid out the same way
-        for lo in range(0, s.n_valid, per):
-            sub = s.rows[(s.rows >= lo) & (s.rows < lo + per)]
-            part = ""
-            if len(sub):
-                table = patient_table(s.result, arm_names, sub, study.reference_arm,
-                                      study.outcomes)
-                part = f"part-{s.start + lo:012d}.parquet"
-                tmp = parts / f".{part}.tmp"
-                table.write_parquet(tmp)
-                os.replace(tmp, parts / part)
-            journal.write(json.dumps({"start": s.start + lo, "kept": len(sub), "part": part,
-                                      "simulated": min(per, s.n_valid - lo)}) + "\n")
-        journal.flush()
-        screened, computed = s.screened, computed + s.n_valid
-        elapsed = time.perf_counter() - t0
-        if computed == s.n_valid:
-            log(f"first chunk compiled and simulated in {elapsed:.1f} s")
-        rate = computed / elapsed
-        if progress is not None:
-            progress(s.kept, rate)
-        else:
-            log(f"simulated {s.screened:,} patients, {s.kept:,}/{study.patients:,} eligible "
-                f"({rate:,.0f} patients/s)")
-    journal.close()
-    if failed:
-        shown = "; ".join(json.dumps(p) for p in failed[:10])
-        raise SimulationError(
-            f"{len(failed)} patient(s) produced NaN or inf; no results were written. "
-            f"First ones (patient draws): {shown}")
+    run = RunDir(work)
+    done, journal = _open_journal(run, study, process, log)
+    runner, n_devices = _chunk_runner(study, model, devices, log)
+    chunk = _step_size(study, n_devices)
+    report = _reporter(study, log, progress)
+    failed, screened = [], 0
+    with journal:
+        for s in screen(runner, study.patients, chunk, study.eligibility,
+                        study.outcomes.tscore_reference, study.path,
+                        _finished(done, chunk, process)):
+            if len(s.rows):
+                failed += nonfinite_patients(s.result, s.rows)
+            for entry in _write_parts(s, chunk // n_devices, study, run):
+                journal.append(entry)
+            journal.flush()
+            screened = s.screened
+            report(s)
+    _raise_if_nonfinite(failed)
     return screened
+
+
+# --- summaries -----------------------------------------------------------------------------------
 
 
 def manifest(study: Study, wall_s: float, screened: int) -> dict:
@@ -198,51 +394,6 @@ def manifest(study: Study, wall_s: float, screened: int) -> dict:
     }
 
 
-def work_dir(out: Path) -> Path:
-    """Where an unfinished run lives until it is complete: beside ``out``."""
-    return out.parent / f".{out.name}.partial"
-
-
-RESUME_KEYS = ("config_sha256", "seed", "patients", "chunk_size", "dtype")
-
-
-def prepare_out_dir(study: Study, out: Path, force: bool, resume: bool = False) -> Path:
-    """Check that ``out`` may be written; return the work directory beside it (kept from an
-    interrupted run with ``resume``, else fresh)."""
-    if out.exists() and not force:
-        raise ConfigError(f"{out}: output directory exists; choose another --out or pass "
-                          "--force to replace it.")
-    work = work_dir(out)
-    identity = {k: v for k, v in manifest(study, 0.0, 0).items() if k in RESUME_KEYS}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if work.exists() and resume:
-            try:
-                before = json.loads((work / "run.json").read_text())
-            except (OSError, ValueError):
-                before = None
-            if before != identity:
-                raise ConfigError(
-                    f"{out}: --resume: the interrupted run in {work} was made with another "
-                    f"config, seed, patient count, chunk size or dtype ({before}); run "
-                    "without --resume to start again.")
-            return work
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir()
-        (work / "run.json").write_text(json.dumps(identity))
-        return work
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
-
-
-def publish(tmp: Path, out: Path):
-    """Atomically move the finished ``tmp`` directory to ``out`` (replacing it if present)."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 SUMMARY_DIGITS = 10
 
 
@@ -260,21 +411,18 @@ def _stable(df: pl.DataFrame) -> pl.DataFrame:
 def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> dict:
     """Summaries, manifest and report of the parts in ``work`` (group-bys on
     ``scan_parquet``: the per-patient table is never held in memory)."""
-    lazy = pl.scan_parquet(patient_parts(work))
+    run = RunDir(work)
+    lazy = pl.scan_parquet(run.parts_glob)
     arms = [a.name for a in study.arms]
-    results = {
-        "summary": arm_summary(lazy, study.horizon_years, arms),
-        "outcomes": outcome_summary(lazy, arms, study.outcomes.probability_ages),
-        "cumulative": cumulative_incidence(lazy, study.horizon_years, arms),
-        "tscores": tscore_distribution(lazy, arms),
-    }
-    results = {name: _stable(df) for name, df in results.items()}
+    tables = (arm_summary(lazy, study.horizon_years, arms),
+              outcome_summary(lazy, arms, study.outcomes.probability_ages),
+              cumulative_incidence(lazy, study.horizon_years, arms),
+              tscore_distribution(lazy, arms))
+    results = {name: _stable(df) for name, df in zip(SUMMARIES, tables)}
     for name, df in results.items():
-        tmp = work / f".{name}.parquet.tmp"
-        df.write_parquet(tmp)
-        os.replace(tmp, work / f"{name}.parquet")
+        write_parquet(run.summary(name), df)
     log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
-    (work / "manifest.json").write_text(json.dumps(
+    atomic_write(run.manifest, json.dumps(
         manifest(study, time.perf_counter() - t0, screened), indent=2))
     write_report(work)
     log(f"report written ({time.perf_counter() - t0:.1f} s)")
@@ -292,27 +440,48 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
     ``cumulative.parquet`` (cumulative incidence by year), ``tscores.parquet`` (T-score
     distributions), ``manifest.json`` and ``report.html``.
 
-    Work happens in a directory beside ``out`` renamed into place when complete. A run that
-    was killed keeps it; ``resume`` continues from the last finished chunk. Any error removes
-    it, so nothing half-written is left. Returns ``{"summary": ..., "outcomes": ...}``."""
-    work = prepare_out_dir(study, out, force, resume)
-    try:
+    Work happens in a directory beside ``out`` renamed into place when complete
+    (``output_dir``). A run that was killed, or stopped by a ``RunIOError``, keeps it;
+    ``resume`` continues from the last finished chunk. Returns ``{"summary": ...,
+    "outcomes": ...}``."""
+    with output_dir(out, force, run_identity(study), resume) as work:
         t0 = time.perf_counter()
         screened = simulate_study(study, work, model=model, log=log, progress=progress,
                                   devices=devices)
-        results = write_summaries(study, work, screened, t0, log)
-        for name in (JOURNAL, "run.json"):
-            (work / name).unlink()
-        publish(work, out)
-    except Exception:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return results
+        return write_summaries(study, work, screened, t0, log)
 
 
 # --- several processes (machines) -------------------------------------------------------------
 
-DISTRIBUTED_STUDY = "study.toml"  # the config of a distributed run, kept in its directory
+
+def _initialize_distributed(coordinator, num_processes, process_id) -> tuple[int, int]:
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--distributed: jax.distributed.initialize failed ({exc}); give "
+                          "--coordinator, --num-processes and --process-id, or run under "
+                          "SLURM or Open MPI.") from None
+    return jax.process_index(), jax.process_count()
+
+
+def _claim_shared_out(out: Path, identity: dict, config_text: str):
+    """Make ``out`` the directory of the distributed run ``identity``: the first process
+    creates ``run.json`` (exclusively: of processes starting together, one writes it) and
+    ``study.toml``; the others, and reruns, check that ``run.json`` names the same run."""
+    run = RunDir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if run.manifest.exists() and not run.run_json.exists():
+            raise ConfigError(f"{out}: holds a finished run; choose another --out.")
+        if create_exclusive(run.run_json, json.dumps(identity)):
+            atomic_write(run.study_toml, config_text)
+            return
+        before = json.loads(run.run_json.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out}: cannot use the output directory ({exc}).") from None
+    if before != identity:
+        raise ConfigError(f"{out}: holds another run ({before}); choose another --out.")
 
 
 @with_x64
@@ -321,69 +490,69 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
                             num_processes: int | None = None, process_id: int | None = None):
     """One process of a run over several processes (``jax.distributed``): it simulates its
     own chunks and writes their parts and its journal straight into ``out``, which all
-    processes share (a shared file system across machines). Summaries are made afterwards by
-    ``summarize_run(out)``. Rerunning the same command resumes: finished chunks are kept."""
+    processes share (a shared file system across machines; they hold its lock shared).
+    Summaries are made afterwards by ``summarize_run(out)``. Rerunning the same command
+    resumes: finished chunks are kept."""
     if not study.eligibility.is_open:
         raise ConfigError(f"{study.path}: [eligibility]: a distributed run needs a study "
                           "without eligibility criteria (each process must know its patient "
                           "range in advance); run this study on one machine (--devices uses "
                           "all of its devices).")
-    try:
-        jax.distributed.initialize(coordinator_address=coordinator,
-                                   num_processes=num_processes, process_id=process_id)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--distributed: jax.distributed.initialize failed ({exc}); give "
-                          "--coordinator, --num-processes and --process-id, or run under "
-                          "SLURM or Open MPI.") from None
-    index, processes = jax.process_index(), jax.process_count()
-    identity = {**{k: v for k, v in manifest(study, 0.0, 0).items() if k in RESUME_KEYS},
-                "processes": processes, "devices_per_process": len(local_devices(devices))}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if (out / "run.json").exists():
-            before = json.loads((out / "run.json").read_text())
-            if before != identity:
-                raise ConfigError(f"{out}: holds another run ({before}); choose another --out.")
-        else:
-            for name, text in (("run.json", json.dumps(identity)),
-                               (DISTRIBUTED_STUDY, study.config_text)):
-                tmp = out / f".{name}.{index}.tmp"
-                tmp.write_text(text)
-                os.replace(tmp, out / name)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{out}: cannot use the output directory ({exc}).") from None
-    log(f"process {index} of {processes}, devices {local_devices(devices)}")
-    screened = simulate_study(study, out, log=log, progress=progress, devices=devices,
-                              process=(index, processes))
+    with owned(out, shared=True):
+        index, processes = _initialize_distributed(coordinator, num_processes, process_id)
+        _claim_shared_out(out, {**run_identity(study), "processes": processes,
+                                "devices_per_process": len(local_devices(devices))},
+                          study.config_text)
+        log(f"process {index} of {processes}, devices {local_devices(devices)}")
+        with io_failures(out, RERUN_DISTRIBUTED):
+            screened = simulate_study(study, out, log=log, progress=progress,
+                                      devices=devices, process=(index, processes))
     return index, processes, screened
 
 
-def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
-    """Summaries, manifest and report of a distributed run once every process has finished
-    (reads the partitioned dataset ``run_dir/patients/*.parquet``)."""
+def _distributed_study(run: RunDir) -> tuple[Study, dict]:
+    """The study of a distributed run directory (its ``study.toml`` with the overrides in
+    ``run.json``) and its identity."""
     from bonecohort.config import load_study
 
     try:
-        identity = json.loads((run_dir / "run.json").read_text())
-        study = load_study(run_dir / DISTRIBUTED_STUDY).with_overrides(
+        identity = json.loads(run.run_json.read_text())
+        study = load_study(run.study_toml).with_overrides(
             identity["patients"], identity["seed"], identity["chunk_size"])
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{run_dir}: not the directory of a distributed run ({exc}).") \
+        raise ConfigError(f"{run.root}: not the directory of a distributed run ({exc}).") \
             from None
+    return study, identity
+
+
+def _check_complete(run: RunDir, patients: int):
+    """``ConfigError`` unless the journals of the processes cover every patient id."""
     done = {}
-    for path in sorted(run_dir.glob("chunks-*.jsonl")):
-        done.update({c["start"]: c for c in _read_journal(path, run_dir / PATIENT_PARTS)})
+    for path in run.journals():
+        done.update({c["start"]: c for c in read_journal(path, run.patients)})
     covered, gaps = 0, []
     for start in sorted(done):
         if start > covered:
             gaps.append(covered)
         covered = max(covered, start + done[start]["simulated"])
-    if covered < study.patients:
+    if covered < patients:
         gaps.append(covered)
     if gaps:
-        raise ConfigError(f"{run_dir}: {len(gaps)} stretch(es) of patients are not finished, "
-                          f"the first from patient id {gaps[0]:,} (of {study.patients:,}); "
+        raise ConfigError(f"{run.root}: {len(gaps)} stretch(es) of patients are not finished, "
+                          f"the first from patient id {gaps[0]:,} (of {patients:,}); "
                           "wait for every process, "
                           "or rerun the missing processes with the same command.")
-    t0 = time.perf_counter()
-    return study, write_summaries(study, run_dir, study.patients, t0, log)
+
+
+def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
+    """Summaries, manifest and report of a distributed run once every process has finished
+    (reads the partitioned dataset ``run_dir/patients/*.parquet``, refusing parts of another
+    run). Holds the directory's lock exclusively: refused while a process still runs."""
+    run = RunDir(run_dir)
+    study, identity = _distributed_study(run)
+    with owned(run_dir), io_failures(run_dir, RERUN_SUMMARIZE):
+        check_parts(run.parts(), {k: identity.get(k) for k in RESUME_KEYS},
+                    f"remove it from {run.patients} (or summarize the run it belongs to).")
+        _check_complete(run, study.patients)
+        t0 = time.perf_counter()
+        return study, write_summaries(study, run_dir, study.patients, t0, log)

@@ -5,6 +5,10 @@ it fits. For BMD targets the tolerance is max(tolerance_pp, stated se) percentag
 z = difference / (stated se, else tolerance_pp). For hazard ratios both are on the log
 scale: z = (log simulated - log observed) / se(log HR), and the target fits if the simulated
 ratio lies inside the published 95 % interval.
+
+``write_validation`` writes the table (parquet, CSV) and the plot, each atomically
+(``bonecohort.io.atomic_write``); `bonecohort validate` writes them into the work directory
+of ``bonecohort.shell.runner.output_dir``, like a run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from bonecohort.cohort import with_x64
 from bonecohort.fit.parameters import default_model
 from bonecohort.fit.targets import TargetSet
 from bonecohort.fit.trials import run_trials, target_value
+from bonecohort.io import atomic_write, write_parquet
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.report import figure
@@ -52,7 +57,7 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
 
 def plot_validation(table: pl.DataFrame, path: Path):
     """Simulated against observed, one point per target, identity line; BMD and hazard
-    ratios in two panels."""
+    ratios in two panels; written to ``path`` as SVG."""
     fig, axes = figure(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [3, 1]})
     for ax, hr in zip(axes, (False, True)):
         part = table.filter((pl.col("measure") == "hazard_ratio") == hr)
@@ -74,7 +79,19 @@ def plot_validation(table: pl.DataFrame, path: Path):
         ax.set_title("fracture hazard ratios" if hr else "BMD targets")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="svg"))
+
+
+VALIDATION_FILES = ("validation.parquet", "validation.csv", "validation.svg")
+
+
+def write_validation(table: pl.DataFrame, folder: Path):
+    """The table as ``validation.parquet`` and ``validation.csv`` and its plot as
+    ``validation.svg`` in ``folder``."""
+    parquet, csv, svg = (folder / name for name in VALIDATION_FILES)
+    write_parquet(parquet, table)
+    atomic_write(csv, table.write_csv())
+    plot_validation(table, svg)
 
 
 def format_table(table: pl.DataFrame) -> str:
