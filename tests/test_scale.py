@@ -122,6 +122,45 @@ def test_summarize_refuses_an_unfinished_distributed_run(runs, tmp_path):
     assert res.exit_code == 2 and "not the directory of a distributed run" in res.output
 
 
+def test_summarize_refuses_a_part_of_another_run_and_names_a_corrupt_one(runs, tmp_path):
+    import shutil
+
+    from bonecohort import io
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs / "two", copy)
+    for name in OUTPUTS:  # as if not summarized yet
+        (copy / f"{name}.parquet").unlink(missing_ok=True)
+    part = copy / "patients" / "part-000000000500.parquet"
+    identity = io.part_identity(part)
+    frame = pl.read_parquet(part)
+    io.write_parquet(part, frame, io.part_metadata({**identity, "patients": 3000}))
+    res = CliRunner().invoke(main, ["summarize", str(copy)])
+    assert res.exit_code == 2 and f"{part}: this part belongs to another run" in res.output
+    assert "3000 patients" in res.output and not (copy / "summary.parquet").exists()
+    part.write_bytes(b"not parquet")
+    res = CliRunner().invoke(main, ["summarize", str(copy)])
+    assert res.exit_code == 4 and f"{part}: cannot be read" in res.output
+    assert "Traceback" not in res.output
+    io.write_parquet(part, frame, io.part_metadata(identity))
+    assert CliRunner().invoke(main, ["summarize", str(copy), "-q"]).exit_code == 0
+    same_results(runs / "one", copy)
+
+
+def test_a_process_of_another_run_is_refused(runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs / "two", copy)
+    before = sorted(p.name for p in copy.rglob("*"))
+    proc = cli("run", runs / "scale.toml", "--out", copy, "--distributed", "--seed", 12,
+               "--coordinator", f"localhost:{free_port()}", "--num-processes", 1,
+               "--process-id", 0, "-q")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and f"{copy}: holds another run" in err, err
+    assert sorted(p.name for p in copy.rglob("*")) == before
+
+
 def test_distributed_run_refuses_eligibility_and_bad_device_counts(tmp_path):
     cfg = tmp_path / "elig.toml"
     cfg.write_text(STUDY + "\n[eligibility]\ntscore_max = -1.0\n")
