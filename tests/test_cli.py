@@ -447,3 +447,35 @@ def test_second_run_into_the_same_out_is_refused_while_the_first_runs(runs, tmp_
     assert "Traceback" not in second.stderr
     assert first.wait(timeout=600) == 0, first.stderr.read()
     same_outputs(out, runs["small_chunks"][0])
+
+
+def test_a_full_file_system_gives_exit_4_and_resume_continues_once_it_has_room(runs, tmp_path):
+    """A real 1 MB tmpfs (root only): the run stops with exit 4 when it is full, keeps its
+    work directory, and --resume after the file system is grown ends with the outputs of a
+    clean run."""
+    import subprocess
+
+    fs = tmp_path / "small_fs"
+    fs.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(fs)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        cfg = tmp_path / "small.toml"
+        cfg.write_text(SMALL)
+        out, work = fs / "out", fs / ".out.partial"
+        args = ["run", str(cfg), "--chunk-size", "1000", "--out", str(out)]
+        res = CliRunner().invoke(main, args + ["-q"])
+        assert res.exit_code == 4, res.output
+        assert "no space left on the device" in res.output and str(work) in res.output
+        assert "Traceback" not in res.output and not out.exists()
+        assert 1 <= len(list((work / "patients").glob("*.parquet"))) < 12
+        subprocess.run(["mount", "-o", "remount,size=64m", str(fs)], check=True)
+        res = CliRunner().invoke(main, args + ["--resume"])
+        assert res.exit_code == 0, res.output
+        assert "resuming: " in res.output
+        same_outputs(out, runs["small_chunks"][0])
+    finally:
+        subprocess.run(["umount", str(fs)], check=True)

@@ -172,9 +172,10 @@ def read_journal(path: Path, parts: Path) -> list[dict]:
 class Journal:
     """Append-only journal of finished chunks. Opening rewrites it (atomically) with the
     entries ``kept`` from an interrupted run; ``append`` adds one, ``flush`` makes the lines
-    so far durable against a kill of the process."""
+    so far durable against a kill of the process. ``OSError`` names the journal."""
 
     def __init__(self, path: Path, kept=()):
+        self.path = path
         atomic_write(path, "".join(json.dumps(c) + "\n" for c in kept))
         self._fh = open(path, "a")
 
@@ -182,13 +183,21 @@ class Journal:
         self._fh.write(json.dumps(entry) + "\n")
 
     def flush(self):
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            exc.filename = str(self.path)
+            raise
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self._fh.close()
+    def __exit__(self, kind, exc, tb):
+        try:
+            self._fh.close()
+        except OSError:
+            if kind is None:  # else the error already on its way is the one to report
+                raise
 
 
 def part_metadata(identity: dict) -> dict[str, str]:
