@@ -30,8 +30,8 @@ def test_layout_of_a_run_directory(tmp_path):
     assert io.RunDir.part_name(1000) == "part-000000001000.parquet"
     assert run.parts_glob == str(tmp_path / "r" / "patients" / "*.parquet")
     assert run.journal().name == "chunks.jsonl" and run.journal(3, 4).name == "chunks-0003.jsonl"
-    assert (run.run_json.name, run.study_toml.name, run.manifest.name, run.report.name) == (
-        "run.json", "study.toml", "manifest.json", "report.html")
+    assert (run.run_json.name, run.study_toml.name, run.manifest.name) == (
+        "run.json", "study.toml", "manifest.json")
     assert [run.summary(n).name for n in io.SUMMARIES] == [
         "summary.parquet", "outcomes.parquet", "cumulative.parquet", "tscores.parquet"]
     out = tmp_path / "runs" / "x"

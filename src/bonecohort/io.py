@@ -1,6 +1,6 @@
 """Files of a run (the bottom layer: no JAX, nothing else of the package): atomic writes, the
-layout of a run directory, the chunk journal, part identities and the lock of an output
-directory.
+layout of a run directory, the chunk journal, part identities, the lock of an output
+directory and the output rules of a run (``output_dir``).
 
 Every file the package writes for a run goes through ``atomic_write``: the bytes are written
 to a temporary file beside the target and renamed over it only once complete (``os.replace``
@@ -9,9 +9,8 @@ previous version, or nothing. A failed write raises ``OSError`` (disk full, perm
 the target, never a library's own error type: parquet is serialized in memory first
 (``write_parquet``).
 
-``RunDir`` names every file of a run directory; ``work_dir`` and ``lock_path`` name the two
-entries beside an output directory OUT: ``.OUT.partial``, where an unfinished run lives, and
-``.OUT.lock``, the lock file (``run_lock``).
+``RunDir`` names the files of a run directory; ``work_dir`` and ``lock_path`` the two entries
+beside an output directory OUT: ``.OUT.partial`` (an unfinished run) and ``.OUT.lock``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ import errno
 import fcntl
 import json
 import os
-from contextlib import contextmanager
+import shutil
+from contextlib import ExitStack, contextmanager
 from io import BytesIO
 from pathlib import Path
 
@@ -86,51 +86,39 @@ class RunDir:
         self.root = Path(root)
 
     @property
-    def patients(self) -> Path:
-        """Folder of the per-patient parquet parts, one per chunk."""
+    def patients(self) -> Path:  # folder of the per-patient parquet parts, one per chunk
         return self.root / "patients"
 
     @property
-    def parts_glob(self) -> str:
-        """Glob of the parts (``pl.scan_parquet`` reads them as one table)."""
+    def parts_glob(self) -> str:  # glob of the parts (``pl.scan_parquet`` reads them as one table)
         return str(self.patients / "*.parquet")
 
     def parts(self) -> list[Path]:
         return sorted(self.patients.glob("*.parquet"))
 
     @staticmethod
-    def part_name(start: int) -> str:
-        """Name of the part whose first patient id is ``start``."""
+    def part_name(start: int) -> str:  # name of the part whose first patient id is ``start``
         return f"part-{start:012d}.parquet"
 
-    def journal(self, process: int = 0, processes: int = 1) -> Path:
-        """Journal of finished chunks (one per process of a distributed run)."""
+    def journal(self, process: int = 0, processes: int = 1) -> Path:  # one per process
         return self.root / ("chunks.jsonl" if processes == 1 else f"chunks-{process:04d}.jsonl")
 
-    def journals(self) -> list[Path]:
-        """Journals of the processes of a distributed run."""
+    def journals(self) -> list[Path]:  # journals of the processes of a distributed run
         return sorted(self.root.glob("chunks-*.jsonl"))
 
     @property
-    def run_json(self) -> Path:
-        """Identity of an unfinished or distributed run (``--resume`` checks it)."""
+    def run_json(self) -> Path:  # identity of an unfinished or distributed run
         return self.root / "run.json"
 
     @property
-    def study_toml(self) -> Path:
-        """Config of a distributed run (``summarize`` reads it)."""
+    def study_toml(self) -> Path:  # config of a distributed run (``summarize`` reads it)
         return self.root / "study.toml"
 
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    def summary(self, name: str) -> Path:
-        """One of the ``SUMMARIES`` tables."""
+    def summary(self, name: str) -> Path:  # one of the ``SUMMARIES`` tables
         return self.root / f"{name}.parquet"
 
 
@@ -142,6 +130,33 @@ def work_dir(out: Path) -> Path:
 def lock_path(out: Path) -> Path:
     """The lock file of ``out``: ``.OUT.lock`` beside it (``run_lock``)."""
     return out.parent / f".{out.name}.lock"
+
+
+def publish(work: Path, out: Path):
+    """Drop the bookkeeping of the finished work directory (journal, run.json) and move it
+    to ``out`` atomically (replacing ``out`` if present)."""
+    for path in (RunDir(work).journal(), RunDir(work).run_json):
+        path.unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+
+
+def failure_message(exc: OSError, kept: Path, rerun: str) -> str:
+    """One paragraph for a file that could not be written or read: the file, the cause, where
+    the unfinished run is ``kept`` and how to continue once fixed (``rerun``)."""
+    path = exc.filename or kept
+    if isinstance(exc, CorruptFile):
+        return (f"{path}: cannot be read ({exc.strerror}). Delete this file and {rerun}: its "
+                "chunk is simulated again.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause, fix = "no space left on the device", "free space on that file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause, fix = f"cannot be written ({exc.strerror})", "make it writable again"
+    else:
+        cause, fix = exc.strerror or str(exc), "fix the cause"
+    return (f"{path}: {cause}. The unfinished run is kept in {kept}: {fix} and {rerun}, or "
+            "start again with another --out.")
 
 
 # --- journal and part identity -------------------------------------------------------------------
@@ -213,15 +228,141 @@ def part_identity(path: Path) -> dict | None:
 
     try:
         meta = pl.read_parquet_metadata(path)
-    except OSError:
-        raise
-    except Exception as exc:  # polars' ComputeError for a file that is not parquet
+    except pl.exceptions.PolarsError as exc:  # ComputeError: not a parquet file
         raise CorruptFile(errno.EIO, f"not a readable parquet file ({exc})", str(path)) \
             from None
     try:
         return json.loads(meta[PART_IDENTITY])
     except (KeyError, ValueError):
         return None
+
+
+def describe(identity: dict | None) -> str:
+    """A run identity in words."""
+    i = identity or {}
+    return "no run identity recorded" if not i else (
+        f"config sha256 {str(i.get('config_sha256'))[:12]}..., seed {i.get('seed')}, "
+        f"{i.get('patients')} patients, chunk size {i.get('chunk_size')}, {i.get('dtype')}")
+
+
+# --- owning an output directory -----------------------------------------------------------------
+
+RERUN = "rerun the same command with --resume (it continues from the last finished chunk)"
+
+
+class Refused(Exception):
+    """An output directory that cannot be used as asked; the message says why (exit 2)."""
+
+
+class ForeignPart(Refused):
+    """A part in a run directory belongs to another run."""
+
+
+class RunIOError(Exception):
+    """A file of a run could not be written or read; the message names it and the fix."""
+
+
+def check_parts(paths, identity: dict, fix: str):
+    """``ForeignPart`` for the first part among ``paths`` that records another run than
+    ``identity``; ``CorruptFile`` for one that cannot be read."""
+    for path in paths:
+        found = part_identity(path)
+        if found != identity:
+            raise ForeignPart(f"{path}: this part belongs to another run ({describe(found)}), "
+                              f"not to this one ({describe(identity)}); {fix}")
+
+
+@contextmanager
+def io_failures(kept: Path, rerun: str):
+    """``OSError`` in the body becomes a ``RunIOError`` (``failure_message``)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunIOError(failure_message(exc, kept, rerun)) from None
+
+
+@contextmanager
+def owned(out: Path, shared: bool = False):
+    """Hold the lock of ``out`` for the body (``run_lock``); ``Refused`` at once if another
+    run holds it or it cannot be created."""
+    with ExitStack() as stack:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(out, shared))
+        except Locked as exc:
+            raise Refused(f"another bonecohort run (pid {exc.pid or 'unknown'}) is writing "
+                          f"{out}; wait for it or choose another --out (lock file "
+                          f"{exc.path}).") from None
+        except OSError as exc:
+            raise Refused(f"{out}: cannot create the output directory ({exc}).") from None
+        yield
+
+
+def _work_dir_for(out: Path, identity: dict | None, resume: bool) -> Path:
+    """The work directory of ``out``: kept from an interrupted run of the same ``identity``
+    with ``resume``, else made anew (holding ``run.json`` when ``identity`` is given)."""
+    work, run = work_dir(out), RunDir(work_dir(out))
+    try:
+        if work.exists() and resume:
+            try:
+                before = json.loads(run.run_json.read_text())
+            except (OSError, ValueError):
+                before = None
+            if before != identity:
+                raise Refused(f"{out}: --resume: the interrupted run in {work} was made with "
+                              "another config, seed, patient count, chunk size or dtype "
+                              f"({before}); run without --resume to start again.")
+            return work
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir()
+        if identity is not None:
+            atomic_write(run.run_json, json.dumps(identity))
+        return work
+    except OSError as exc:
+        raise Refused(f"{out}: cannot create the output directory ({exc}).") from None
+
+
+@contextmanager
+def output_dir(out: Path, force: bool, identity: dict | None = None, resume: bool = False,
+               rerun: str = RERUN):
+    """The output rules of a run (and of ``validate``): refuse an existing ``out`` without
+    ``force``, hold its lock, and yield the work directory beside it, renamed to ``out`` when
+    the body completes. A ``RunIOError`` (an ``OSError`` in the body) or a ``ForeignPart``
+    keeps the work directory; any other error removes it."""
+    if out.exists() and not force:
+        raise Refused(f"{out}: output directory exists; choose another --out or pass "
+                      "--force to replace it.")
+    with owned(out):
+        work = _work_dir_for(out, identity, resume)
+        try:
+            with io_failures(work, rerun):
+                yield work
+                publish(work, out)
+        except (RunIOError, ForeignPart):
+            raise
+        except Exception:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+
+def claim_shared(out: Path, identity: dict, config_text: str):
+    """Make ``out`` the directory of the distributed run ``identity``: the first process
+    creates ``run.json`` (exclusively: of processes starting together, one writes it) and
+    ``study.toml``; the others, and reruns, must find the same run in ``run.json``."""
+    run = RunDir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if run.manifest.exists() and not run.run_json.exists():
+            raise Refused(f"{out}: holds a finished run; choose another --out.")
+        if create_exclusive(run.run_json, json.dumps(identity)):
+            atomic_write(run.study_toml, config_text)
+            return
+        before = json.loads(run.run_json.read_text())
+    except (OSError, ValueError) as exc:
+        raise Refused(f"{out}: cannot use the output directory ({exc}).") from None
+    if before != identity:
+        raise Refused(f"{out}: holds another run ({before}); choose another --out.")
 
 
 # --- lock ----------------------------------------------------------------------------------------

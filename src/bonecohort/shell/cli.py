@@ -49,26 +49,6 @@ def progress_bar(total: int, quiet: bool):
             state["bar"].__exit__(None, None, None)
 
 
-@contextmanager
-def command_errors():
-    """The errors of `run`, `summarize` and `validate` as one paragraph and an exit code: 2 bad
-    input or an output directory in use by another run, 3 NaN or inf in a simulation, 4 a
-    file that cannot be written or read (no traceback)."""
-    from bonecohort.shell.runner import RunIOError, SimulationError
-
-    try:
-        yield
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except SimulationError as exc:
-        click.echo(f"simulation failed: {exc}", err=True)
-        sys.exit(3)
-    except RunIOError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(4)
-
-
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--patients", "-n", type=int, help="Number of patients (overrides the config).")
@@ -115,6 +95,7 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
     permission lost, a corrupt part): the message names it, the unfinished run is kept in
     .OUT.partial, and --resume continues it once the cause is fixed.
     """
+    from bonecohort.shell.cli_fit import command_errors
     from bonecohort.shell.runner import run_distributed_process, run_study
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -174,6 +155,7 @@ def summarize(run_dir, quiet):
 
     Example: bonecohort summarize /shared/runs/x
     """
+    from bonecohort.shell.cli_fit import command_errors
     from bonecohort.shell.runner import summarize_run
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))

@@ -25,6 +25,28 @@ def _bad_input_exits(path):
         sys.exit(2)
 
 
+@contextmanager
+def command_errors():
+    """The errors of `run`, `summarize` and `validate` as one paragraph and an exit code: 2 bad
+    input or an output directory refused (in use by another run, existing, of another run), 3
+    NaN or inf in a simulation, 4 a file that cannot be written or read; no traceback. (Here
+    rather than in cli.py, which imports this module.)"""
+    from bonecohort.io import Refused, RunIOError
+    from bonecohort.shell.runner import SimulationError
+
+    try:
+        yield
+    except (ConfigError, Refused) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except SimulationError as exc:
+        click.echo(f"simulation failed: {exc}", err=True)
+        sys.exit(3)
+    except RunIOError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(4)
+
+
 def _persistent_compilation_cache():
     """Keep compiled programs between processes (JAX's persistent cache) under
     ``cache_dir()/jax``, unless ``JAX_COMPILATION_CACHE_DIR`` already names one: the virtual
@@ -79,8 +101,7 @@ def validate(targets, params, patients, out, force, quiet):
     Example: bonecohort validate configs/targets/public.toml --patients 500
     """
     from bonecohort.fit.targets import load_targets
-    from bonecohort.shell.cli import command_errors
-    from bonecohort.shell.runner import output_dir
+    from bonecohort.io import output_dir
     from bonecohort.shell.validate import (
         VALIDATION_FILES,
         format_table,

@@ -1,28 +1,24 @@
 """Run a study: chunks of patients through the compiled core, into an output directory.
 
-A run owns its output directory OUT: it holds the lock ``.OUT.lock`` beside it
-(``bonecohort.io.run_lock``; exclusive for a run, shared by the processes of one distributed
-run) before it touches anything, so a second run aimed at OUT is refused. Outputs are written
-into the work directory ``.OUT.partial`` beside OUT and renamed into place only when complete
-(``output_dir``, which ``validate`` uses too). Every part records the run's identity
+A run follows the output rules of ``bonecohort.io.output_dir``: it holds the lock
+``.OUT.lock`` beside OUT (exclusive; the processes of one distributed run share it) before it
+touches anything, so a second run aimed at OUT is refused; it works in ``.OUT.partial`` beside
+OUT, renamed into place only when complete. Every part records the run's identity
 (``run_identity``) in its parquet metadata, so that ``--resume`` and ``summarize`` refuse
 parts of another run.
 
-Failures: bad input is a ``ConfigError`` (exit 2) and a NaN a ``SimulationError`` (exit 3);
-both remove the work directory. A file that cannot be written or read (disk full, permission
-lost, a corrupt part) is a ``RunIOError`` (exit 4) naming the file and the fix; the work
-directory is kept, so ``--resume`` continues it. The file layout is ``bonecohort.io.RunDir``.
+Failures: bad input is a ``ConfigError`` and a refused directory ``bonecohort.io.Refused``
+(exit 2), a NaN a ``SimulationError`` (exit 3); a config error or a NaN removes the work
+directory. A file that cannot be written or read (disk full, permission lost, a corrupt part)
+is a ``bonecohort.io.RunIOError`` (exit 4) naming the file and the fix; the work directory is
+kept, so ``--resume`` continues it.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import platform
-import shutil
 import time
-from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -34,30 +30,14 @@ from bonecohort.cohort import make_chunk_runner, with_x64
 from bonecohort.config import ConfigError, Study
 from bonecohort.fit.parameters import default_model
 from bonecohort.fit.screening import screen
-from bonecohort.io import (
-    SUMMARIES,
-    CorruptFile,
-    Journal,
-    Locked,
-    RunDir,
-    atomic_write,
-    create_exclusive,
-    part_identity,
-    part_metadata,
-    read_journal,
-    run_lock,
-    work_dir,
-    write_parquet,
-)
+from bonecohort.io import (SUMMARIES, Journal, Refused, RunDir, atomic_write, check_parts,
+                           claim_shared, io_failures, output_dir, owned, part_metadata,
+                           read_journal, write_parquet)
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.report import write_report
-from bonecohort.shell.summarize import (
-    arm_summary,
-    cumulative_incidence,
-    outcome_summary,
-    tscore_distribution,
-)
+from bonecohort.shell.summarize import (arm_summary, cumulative_incidence, outcome_summary,
+                                       tscore_distribution)
 from bonecohort.shell.tables import nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
@@ -67,19 +47,9 @@ class SimulationError(Exception):
     """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
 
 
-class RunIOError(Exception):
-    """A file of a run could not be written or read; the message names it and the fix. The
-    unfinished run is kept."""
-
-
-class ForeignPartError(ConfigError):
-    """A part in a run directory belongs to another run; the directory is left as it is."""
-
-
 RESUME_KEYS = ("config_sha256", "seed", "patients", "chunk_size", "dtype")
 
 # how to continue once the cause of a RunIOError is fixed
-RERUN = "rerun the same command with --resume (it continues from the last finished chunk)"
 RERUN_DISTRIBUTED = "rerun the same command (it continues from the last finished chunk)"
 RERUN_SUMMARIZE = ("rerun the processes' `run --distributed` command (finished chunks are "
                    "kept), then `bonecohort summarize` again")
@@ -101,131 +71,6 @@ def local_devices(count: int | None):
         raise ConfigError(f"--devices {count}: this process sees {len(local)} device(s) "
                           f"({', '.join(str(d) for d in local)}).")
     return local[:count] if count else local
-
-
-# --- owning an output directory and reporting its failures ------------------------------------
-
-
-@contextmanager
-def owned(out: Path, shared: bool = False):
-    """Hold the lock of ``out`` for the body (``run_lock``); a ``ConfigError`` at once if
-    another run holds it or it cannot be created."""
-    with ExitStack() as stack:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(run_lock(out, shared))
-        except Locked as exc:
-            raise ConfigError(
-                f"another bonecohort run (pid {exc.pid or 'unknown'}) is writing {out}; wait "
-                f"for it or choose another --out (lock file {exc.path}).") from None
-        except OSError as exc:
-            raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
-        yield
-
-
-def io_failure_message(exc: OSError, kept: Path, rerun: str) -> str:
-    """One paragraph for a file that could not be written or read: the file, the cause, where
-    the unfinished run is kept and how to continue (``rerun``)."""
-    path = exc.filename or kept
-    if isinstance(exc, CorruptFile):
-        return (f"{path}: cannot be read ({exc.strerror}). Delete this file and {rerun}: its "
-                "chunk is simulated again.")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        cause, fix = "no space left on the device", "free space on that file system"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        cause, fix = f"cannot be written ({exc.strerror})", "make it writable again"
-    else:
-        cause, fix = exc.strerror or str(exc), "fix the cause"
-    return (f"{path}: {cause}. The unfinished run is kept in {kept}: {fix} and {rerun}, or "
-            "start again with another --out.")
-
-
-@contextmanager
-def io_failures(kept: Path, rerun: str):
-    """``OSError`` in the body becomes a ``RunIOError`` (``io_failure_message``)."""
-    try:
-        yield
-    except OSError as exc:
-        raise RunIOError(io_failure_message(exc, kept, rerun)) from None
-
-
-def _fresh_work_dir(out: Path, identity: dict | None, resume: bool) -> Path:
-    """The work directory of ``out``: kept from an interrupted run of the same ``identity``
-    with ``resume``, else made anew (holding ``run.json`` when ``identity`` is given)."""
-    work = work_dir(out)
-    run = RunDir(work)
-    try:
-        if work.exists() and resume:
-            try:
-                before = json.loads(run.run_json.read_text())
-            except (OSError, ValueError):
-                before = None
-            if before != identity:
-                raise ConfigError(
-                    f"{out}: --resume: the interrupted run in {work} was made with another "
-                    f"config, seed, patient count, chunk size or dtype ({before}); run "
-                    "without --resume to start again.")
-            return work
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir()
-        if identity is not None:
-            atomic_write(run.run_json, json.dumps(identity))
-        return work
-    except OSError as exc:
-        raise ConfigError(f"{out}: cannot create the output directory ({exc}).") from None
-
-
-def publish(work: Path, out: Path):
-    """Drop the bookkeeping of ``work`` (journal, run.json) and atomically move it to ``out``
-    (replacing it if present)."""
-    for path in (RunDir(work).journal(), RunDir(work).run_json):
-        path.unlink(missing_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
-
-
-@contextmanager
-def output_dir(out: Path, force: bool, identity: dict | None = None, resume: bool = False,
-               rerun: str = RERUN):
-    """The output rules of ``run`` and ``validate``: refuse an existing ``out`` without
-    ``force``, hold its lock, and yield the work directory beside it, which is renamed to
-    ``out`` when the body completes. A ``RunIOError`` (an ``OSError`` in the body) or a
-    ``ForeignPartError`` keeps the work directory; any other error removes it."""
-    if out.exists() and not force:
-        raise ConfigError(f"{out}: output directory exists; choose another --out or pass "
-                          "--force to replace it.")
-    with owned(out):
-        work = _fresh_work_dir(out, identity, resume)
-        try:
-            with io_failures(work, rerun):
-                yield work
-                publish(work, out)
-        except (RunIOError, ForeignPartError):
-            raise
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-
-
-def _describe(identity: dict | None) -> str:
-    if not identity:
-        return "no run identity recorded"
-    return (f"config sha256 {str(identity.get('config_sha256'))[:12]}..., seed "
-            f"{identity.get('seed')}, {identity.get('patients')} patients, chunk size "
-            f"{identity.get('chunk_size')}, {identity.get('dtype')}")
-
-
-def check_parts(paths, identity: dict, fix: str):
-    """``ForeignPartError`` for the first part among ``paths`` that records another run than
-    ``identity``; ``CorruptFile`` for one that cannot be read."""
-    for path in paths:
-        found = part_identity(path)
-        if found != identity:
-            raise ForeignPartError(f"{path}: this part belongs to another run "
-                                   f"({_describe(found)}), not to this one "
-                                   f"({_describe(identity)}); {fix}")
 
 
 # --- simulating chunks ---------------------------------------------------------------------------
@@ -441,8 +286,8 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
     distributions), ``manifest.json`` and ``report.html``.
 
     Work happens in a directory beside ``out`` renamed into place when complete
-    (``output_dir``). A run that was killed, or stopped by a ``RunIOError``, keeps it;
-    ``resume`` continues from the last finished chunk. Returns ``{"summary": ...,
+    (``bonecohort.io.output_dir``). A run that was killed, or stopped by a ``RunIOError``,
+    keeps it; ``resume`` continues from the last finished chunk. Returns ``{"summary": ...,
     "outcomes": ...}``."""
     with output_dir(out, force, run_identity(study), resume) as work:
         t0 = time.perf_counter()
@@ -465,25 +310,6 @@ def _initialize_distributed(coordinator, num_processes, process_id) -> tuple[int
     return jax.process_index(), jax.process_count()
 
 
-def _claim_shared_out(out: Path, identity: dict, config_text: str):
-    """Make ``out`` the directory of the distributed run ``identity``: the first process
-    creates ``run.json`` (exclusively: of processes starting together, one writes it) and
-    ``study.toml``; the others, and reruns, check that ``run.json`` names the same run."""
-    run = RunDir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if run.manifest.exists() and not run.run_json.exists():
-            raise ConfigError(f"{out}: holds a finished run; choose another --out.")
-        if create_exclusive(run.run_json, json.dumps(identity)):
-            atomic_write(run.study_toml, config_text)
-            return
-        before = json.loads(run.run_json.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{out}: cannot use the output directory ({exc}).") from None
-    if before != identity:
-        raise ConfigError(f"{out}: holds another run ({before}); choose another --out.")
-
-
 @with_x64
 def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progress=None,
                             devices: int | None = None, coordinator: str | None = None,
@@ -500,14 +326,30 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
                           "all of its devices).")
     with owned(out, shared=True):
         index, processes = _initialize_distributed(coordinator, num_processes, process_id)
-        _claim_shared_out(out, {**run_identity(study), "processes": processes,
-                                "devices_per_process": len(local_devices(devices))},
-                          study.config_text)
+        claim_shared(out, {**run_identity(study), "processes": processes,
+                           "devices_per_process": len(local_devices(devices))},
+                     study.config_text)
         log(f"process {index} of {processes}, devices {local_devices(devices)}")
         with io_failures(out, RERUN_DISTRIBUTED):
             screened = simulate_study(study, out, log=log, progress=progress,
                                       devices=devices, process=(index, processes))
     return index, processes, screened
+
+
+def unfinished(run: RunDir, patients: int) -> list[int]:
+    """First patient id of each stretch of ``range(patients)`` that no journal of the
+    processes of a distributed run covers."""
+    done = {}
+    for path in run.journals():
+        done.update({c["start"]: c for c in read_journal(path, run.patients)})
+    covered, gaps = 0, []
+    for start in sorted(done):
+        if start > covered:
+            gaps.append(covered)
+        covered = max(covered, start + done[start]["simulated"])
+    if covered < patients:
+        gaps.append(covered)
+    return gaps
 
 
 def _distributed_study(run: RunDir) -> tuple[Study, dict]:
@@ -525,25 +367,6 @@ def _distributed_study(run: RunDir) -> tuple[Study, dict]:
     return study, identity
 
 
-def _check_complete(run: RunDir, patients: int):
-    """``ConfigError`` unless the journals of the processes cover every patient id."""
-    done = {}
-    for path in run.journals():
-        done.update({c["start"]: c for c in read_journal(path, run.patients)})
-    covered, gaps = 0, []
-    for start in sorted(done):
-        if start > covered:
-            gaps.append(covered)
-        covered = max(covered, start + done[start]["simulated"])
-    if covered < patients:
-        gaps.append(covered)
-    if gaps:
-        raise ConfigError(f"{run.root}: {len(gaps)} stretch(es) of patients are not finished, "
-                          f"the first from patient id {gaps[0]:,} (of {patients:,}); "
-                          "wait for every process, "
-                          "or rerun the missing processes with the same command.")
-
-
 def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
     """Summaries, manifest and report of a distributed run once every process has finished
     (reads the partitioned dataset ``run_dir/patients/*.parquet``, refusing parts of another
@@ -553,6 +376,11 @@ def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
     with owned(run_dir), io_failures(run_dir, RERUN_SUMMARIZE):
         check_parts(run.parts(), {k: identity.get(k) for k in RESUME_KEYS},
                     f"remove it from {run.patients} (or summarize the run it belongs to).")
-        _check_complete(run, study.patients)
+        gaps = unfinished(run, study.patients)
+        if gaps:
+            raise Refused(f"{run_dir}: {len(gaps)} stretch(es) of patients are not "
+                              f"finished, the first from patient id {gaps[0]:,} (of "
+                              f"{study.patients:,}); wait for every process, or rerun the "
+                              "missing processes with the same command.")
         t0 = time.perf_counter()
         return study, write_summaries(study, run_dir, study.patients, t0, log)

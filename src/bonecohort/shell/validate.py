@@ -8,7 +8,7 @@ ratio lies inside the published 95 % interval.
 
 ``write_validation`` writes the table (parquet, CSV) and the plot, each atomically
 (``bonecohort.io.atomic_write``); `bonecohort validate` writes them into the work directory
-of ``bonecohort.shell.runner.output_dir``, like a run.
+of ``bonecohort.io.output_dir``, like a run.
 """
 
 from __future__ import annotations
