@@ -416,9 +416,25 @@ def test_a_run_holding_the_lock_refuses_every_other_writer(tmp_path):
         assert res.exit_code == 2 and message in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "small.toml"]
     out.mkdir()
+    (out / "keep.txt").write_text("mine")
     res = CliRunner().invoke(main, ["validate", "public", "--out", str(out), "-q"])
     assert res.exit_code == 2 and "output directory exists" in res.output
-    assert "--force" in res.output
+    assert "--force" in res.output and (out / "keep.txt").exists()
+
+
+def test_validate_writes_through_a_work_directory_and_replaces_with_force(tmp_path):
+    from test_validate import TARGETS
+
+    targets = tmp_path / "mini.toml"
+    targets.write_text(TARGETS)
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    res = CliRunner().invoke(main, ["validate", str(targets), "--out", str(out), "--force", "-q"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "validation.csv", "validation.parquet", "validation.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".v.lock", "mini.toml", "v"]
 
 
 def test_second_run_into_the_same_out_is_refused_while_the_first_runs(runs, tmp_path):

@@ -143,6 +143,9 @@ def test_summarize_refuses_a_part_of_another_run_and_names_a_corrupt_one(runs, t
     assert res.exit_code == 4 and f"{part}: cannot be read" in res.output
     assert "Traceback" not in res.output
     io.write_parquet(part, frame, io.part_metadata(identity))
+    with io.run_lock(copy, shared=True):  # a process of the run still running
+        res = CliRunner().invoke(main, ["summarize", str(copy)])
+    assert res.exit_code == 2 and f"another bonecohort run (pid {os.getpid()})" in res.output
     assert CliRunner().invoke(main, ["summarize", str(copy), "-q"]).exit_code == 0
     same_results(runs / "one", copy)
 
