@@ -166,3 +166,13 @@ def test_shipped_studies_use_every_agent_and_route():
             used |= {(r.agent, r.route) for r in a.regimens}
     expected = {(name, route) for name, agent in AGENTS.items() for route in agent.routes}
     assert expected <= used, expected - used
+
+
+def test_fracture_evidence_against_the_bmd_pathway_is_printed_with_testosterone_arms():
+    """TRAVERSE (Snyder 2024) found more fractures with testosterone: every summary of a study
+    with a testosterone arm carries that warning, with its numbers."""
+    from bonecohort.shell.summarize import agent_notes
+
+    notes = agent_notes(load_study("trt_anastrozole").arms)
+    assert any(n.startswith("WARNING") and "TRAVERSE" in n and "1.43" in n for n in notes)
+    assert not any("TRAVERSE" in n for n in agent_notes(load_study("default").arms))

@@ -130,9 +130,18 @@ AGENTS_LIST = (
                 pk="4 mg/day patch: Cavg ~500 ng/dL (Androderm label); women 300 ug/day "
                    "patch ~+40 ng/dL (Intrinsa, Braunstein 2005 Arch Intern Med 165:1582)"),
         },
-        evidence="moderate (TTrials bone: Snyder 2017 JAMA Intern Med 177:471, vBMD up; no "
-                 "fracture trial)",
-        sources="Snyder 2017 JAMA Intern Med 177:471; Finkelstein 2013 NEJM 369:1011"),
+        evidence="moderate for BMD (TTrials bone: Snyder 2017 JAMA Intern Med 177:471, vBMD "
+                 "up); fractures: one RCT, against the BMD pathway (TRAVERSE, Snyder 2024 NEJM "
+                 "390:203)",
+        sources="Snyder 2017 JAMA Intern Med 177:471; Finkelstein 2013 NEJM 369:1011; "
+                "Snyder 2024 N Engl J Med 390:203",
+        warning="Testosterone: the one randomized trial with fracture outcomes (TRAVERSE "
+                "fracture substudy, Snyder 2024 NEJM 390:203; 5,204 hypogonadal men 45-80 y, "
+                "gel, median 3.2 y) found MORE clinical fractures with testosterone than placebo "
+                "(3.50 % vs 2.46 %, HR 1.43, 95 % CI 1.04-1.97) although testosterone raises "
+                "BMD. This model acts through BMD and turnover only, so its fracture results "
+                "for testosterone arms run against that trial; do not read them as evidence of "
+                "fracture prevention."),
     Agent(
         "anastrozole", "aromatase_inhibitor",
         "aromatase inhibitor: blocks conversion of testosterone/androstenedione to "
