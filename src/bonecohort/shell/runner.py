@@ -336,7 +336,7 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
     return index, processes, screened
 
 
-def unfinished(run: RunDir, patients: int) -> list[int]:
+def _unfinished(run: RunDir, patients: int) -> list[int]:
     """First patient id of each stretch of ``range(patients)`` that no journal of the
     processes of a distributed run covers."""
     done = {}
@@ -376,11 +376,11 @@ def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
     with owned(run_dir), io_failures(run_dir, RERUN_SUMMARIZE):
         check_parts(run.parts(), {k: identity.get(k) for k in RESUME_KEYS},
                     f"remove it from {run.patients} (or summarize the run it belongs to).")
-        gaps = unfinished(run, study.patients)
+        gaps = _unfinished(run, study.patients)
         if gaps:
-            raise Refused(f"{run_dir}: {len(gaps)} stretch(es) of patients are not "
-                              f"finished, the first from patient id {gaps[0]:,} (of "
-                              f"{study.patients:,}); wait for every process, or rerun the "
-                              "missing processes with the same command.")
+            raise Refused(f"{run_dir}: {len(gaps)} stretch(es) of patients are not finished, "
+                          f"the first from patient id {gaps[0]:,} (of {study.patients:,}); "
+                          "wait for every process, or rerun the missing processes with the "
+                          "same command.")
         t0 = time.perf_counter()
         return study, write_summaries(study, run_dir, study.patients, t0, log)
