@@ -19,14 +19,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonecohort.cohort import chunk_ids, fingerprint, make_chunk_runner
+from bonecohort.cohort import (
+    cast_tree,
+    chunk_ids,
+    fingerprint,
+    make_chunk_runner,
+    with_x64,
+)
 from bonecohort.config import ConfigError, OutcomeOptions
 from bonecohort.data.epidemiology import EpidemiologyError, EpiTables, load_tables
 from bonecohort.exposure.protocol import Arm
 from bonecohort.io import atomic_write
 from bonecohort.model.params import BmdReference, ModelParams
 from bonecohort.outcomes.hazards import Norm
-from bonecohort.outcomes.readout import OutcomeSetup
+from bonecohort.outcomes.readout import OutcomeSetup, frax_style_probability
 from bonecohort.outcomes.reference import REFERENCE, build_norm, cohort_years
 
 MEMORY_SLOTS = 4
@@ -115,3 +121,15 @@ def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> 
     return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=model.fracture,
                         tscore_mean=frax.mean, tscore_sd=frax.sd, by_age=opts.by_age,
                         probability_ages=opts.probability_ages)
+
+
+@with_x64
+def ten_year_probability(model: ModelParams, age: float, male: bool, tscore: float,
+                         opts: OutcomeOptions = OutcomeOptions()):
+    """FRAX-style 10-year probabilities (hip, MOF) of a patient of ``age`` whose femoral-neck
+    ``tscore`` is by her or his own sex's reference (``opts.tscore_reference``), without
+    other clinical risk factors, at average turnover (outcomes/readout.py)."""
+    setup = cast_tree(outcome_setup(opts, model)._replace(probability_ages=()), jnp.float64)
+    own = opts.tscore_reference.of(male)
+    frax_units = opts.tscore_reference.female.tscore(own.mean + tscore * own.sd)
+    return frax_style_probability(age, int(male), frax_units, setup)

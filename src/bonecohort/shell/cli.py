@@ -195,7 +195,8 @@ def agents(sources):
 @click.option("--sex", type=click.Choice(["female", "male"]), default="female",
               show_default=True)
 @click.option("--tscore", type=click.FloatRange(-6, 4), required=True,
-              help="Femoral-neck T-score (NHANES III white women reference).")
+              help="Femoral-neck T-score by the patient's sex's reference (NHANES III white "
+              "women or men aged 20-29).")
 def risk(age, sex, tscore):
     """FRAX-style 10-year probability of a hip and of a major osteoporotic fracture for a
     patient without other clinical risk factors, at average turnover, competing with death.
@@ -205,17 +206,10 @@ def risk(age, sex, tscore):
 
     Example: bonecohort risk --age 65 --sex female --tscore -2.5
     """
-    import jax.numpy as jnp
-
-    from bonecohort.cohort import cast_tree
-    from bonecohort.config import OutcomeOptions
     from bonecohort.fit.parameters import default_model
-    from bonecohort.outcomes.hazards import frax_style_probability
-    from bonecohort.reference_cache import outcome_setup
+    from bonecohort.reference_cache import ten_year_probability
 
-    setup = cast_tree(outcome_setup(OutcomeOptions(), default_model())._replace(
-        probability_ages=()), jnp.float64)
-    hip, mof = frax_style_probability(age, int(sex == "male"), tscore, setup)
+    hip, mof = ten_year_probability(default_model(), age, sex == "male", tscore)
     click.echo(f"{sex}, age {age:g}, femoral-neck T-score {tscore:g}: 10-year probability of "
                f"hip fracture {100 * float(hip):.1f} %, of a major osteoporotic fracture "
                f"{100 * float(mof):.1f} %")
@@ -230,11 +224,13 @@ def report(run_dir):
 
     Example: bonecohort report runs/default
     """
+    from bonecohort.io import RunDir
     from bonecohort.shell.report import write_report
 
-    missing = [f for f in ("manifest.json", "outcomes.parquet", "cumulative.parquet")
-               if not (run_dir / f).is_file()]
-    if not list((run_dir / "patients").glob("*.parquet")):
+    run = RunDir(run_dir)
+    missing = [p.name for p in (run.manifest, run.summary("outcomes"), run.summary("cumulative"))
+               if not p.is_file()]
+    if not run.parts():
         missing.append("patients/*.parquet")
     if missing:
         click.echo(f"error: {run_dir}: not a finished run directory (missing "

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from bonecohort.config import parse_study
 from bonecohort.exposure.agents import AGENTS
-from bonecohort.io import atomic_write
+from bonecohort.io import RunDir, atomic_write
 from bonecohort.model.params import Site
 from bonecohort.shell.tables import SITE_PREFIX, pct_column
 
@@ -144,13 +144,13 @@ def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
 
 def write_report(run_dir: Path | str) -> Path:
     """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
-    run = Path(run_dir)
-    manifest = json.loads((run / "manifest.json").read_text())
+    run = RunDir(run_dir)
+    manifest = json.loads(run.manifest.read_text())
     study = parse_study(manifest["config"], manifest["config_path"])
     arms = [a.name for a in study.arms]
-    patients = pl.scan_parquet(str(run / "patients" / "*.parquet"))
-    outcomes = pl.read_parquet(run / "outcomes.parquet")
-    cumulative = pl.read_parquet(run / "cumulative.parquet")
+    patients = pl.scan_parquet(run.parts_glob)
+    outcomes = pl.read_parquet(run.summary("outcomes"))
+    cumulative = pl.read_parquet(run.summary("cumulative"))
     plots = [
         ("BMD trajectories", bmd_trajectories(patients, study.horizon_years, arms)),
         ("Cumulative fracture incidence", cumulative_plot(cumulative, arms)),
@@ -158,7 +158,7 @@ def write_report(run_dir: Path | str) -> Path:
         ("Relative risks", forest_plot(outcomes, study.reference_arm)),
     ]
     page = _page(study, manifest, _headline_rows(outcomes), _agent_rows(study), plots)
-    return atomic_write(run / "report.html", page)
+    return atomic_write(run.root / "report.html", page)
 
 
 def _agent_rows(study) -> str:

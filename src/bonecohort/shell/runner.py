@@ -30,14 +30,30 @@ from bonecohort.cohort import make_chunk_runner, with_x64
 from bonecohort.config import ConfigError, Study
 from bonecohort.fit.parameters import default_model
 from bonecohort.fit.screening import screen
-from bonecohort.io import (SUMMARIES, Journal, Refused, RunDir, atomic_write, check_parts,
-                           claim_shared, io_failures, output_dir, owned, part_metadata,
-                           read_journal, write_parquet)
+from bonecohort.io import (
+    SUMMARIES,
+    Journal,
+    Refused,
+    RunDir,
+    atomic_write,
+    check_parts,
+    claim_shared,
+    io_failures,
+    output_dir,
+    owned,
+    part_metadata,
+    read_journal,
+    write_parquet,
+)
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.report import write_report
-from bonecohort.shell.summarize import (arm_summary, cumulative_incidence, outcome_summary,
-                                       tscore_distribution)
+from bonecohort.shell.summarize import (
+    arm_summary,
+    cumulative_incidence,
+    outcome_summary,
+    tscore_distribution,
+)
 from bonecohort.shell.tables import nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
