@@ -99,7 +99,7 @@ def test_agents_lists_every_agent_with_evidence_and_sources():
         for route in agent.routes.values():
             assert route.dose_unit in res.output
     assert res.output.count("evidence:") == len(AGENTS)
-    assert res.output.count("WARNING:") == 2  # the two GH secretagogues
+    assert res.output.count("WARNING:") == 3  # the two GH secretagogues; testosterone (TRAVERSE)
 
 
 def test_risk_command_rises_with_age(run_dir):

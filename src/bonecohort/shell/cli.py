@@ -96,7 +96,8 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
     .OUT.partial, and --resume continues it once the cause is fixed.
     """
     from bonecohort.shell.cli_fit import command_errors
-    from bonecohort.shell.runner import run_distributed_process, run_study
+    from bonecohort.shell.distributed import run_distributed_process
+    from bonecohort.shell.runner import run_study
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     with command_errors():
@@ -156,7 +157,7 @@ def summarize(run_dir, quiet):
     Example: bonecohort summarize /shared/runs/x
     """
     from bonecohort.shell.cli_fit import command_errors
-    from bonecohort.shell.runner import summarize_run
+    from bonecohort.shell.distributed import summarize_run
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     with command_errors():
