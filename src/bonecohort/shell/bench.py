@@ -36,6 +36,8 @@ import jax
 from bonecohort.cohort import chunk_ids, make_chunk_runner, with_x64
 from bonecohort.data import STUDIES_DIR
 from bonecohort.fit.parameters import default_model
+from bonecohort.io import atomic_write
+from bonecohort.shell import bench_wp
 from bonecohort.shell.bench_peers import bench_core, bench_natural
 from bonecohort.shell.bench_rows import DTYPES, Row, _memory, device_info
 
@@ -71,7 +73,8 @@ class BenchOptions:
     diffrax_n: int = 64
     scipy_n: int = 16
     config: Path = DEFAULT_CONFIG
-
+    wp_n: int = 0  # patients of the work-precision sweep (bench_wp.py); 0: no sweep
+    wp_budget_s: float = 60.0
 
 @with_x64
 def run_bench(opts: BenchOptions, log=print) -> dict:
@@ -89,6 +92,9 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     rows += bench_natural(study, opts.natural_n, opts.diffrax_n, opts.scipy_n, opts.dtypes,
                           opts.peers, log)
     rows += bench_core(opts.natural_n, opts.scipy_n, opts.dtypes, opts.peers, log)
+    if opts.peers and opts.wp_n:
+        rows += bench_wp.sweep(study, opts.wp_n, opts.scipy_n, opts.dtypes, log,
+                               opts.wp_budget_s)
     return {"started": started, "device": device_info(), "config": str(opts.config),
             "options": {k: (str(v) if isinstance(v, Path) else v)
                         for k, v in asdict(opts).items()},
@@ -99,7 +105,7 @@ def ratios(result: dict) -> list[tuple[str, str, float, float | None]]:
     """This engine's float32 rate over each peer's rate on the same workload:
     (workload, peer, speed-up, peer's max relative error)."""
     out = []
-    for workload in ("natural", "core"):
+    for workload in ("natural", "core"):  # at the peers' single tolerance (see bench_wp)
         rows = [r for r in result["rows"] if r["workload"] == workload]
         ours = [r for r in rows if r["solver"].startswith("bonecohort")
                 and r["dtype"] == "float32"]
@@ -125,6 +131,14 @@ def format_result(result: dict) -> str:
         lines.append(f"{r['workload']:<8} {r['solver']:<52} {r['dtype']:<7} {r['n']:>10,} "
                      f"{r['wall_s']:>8.2f} {r['patient_years_per_s']:>16,.0f} {err:>11} "
                      f"{gb(r['peak_rss_bytes']):>9} {gb(r['device_peak_bytes']):>9}")
+    for bound, ours, peer in bench_wp.headlines(result["rows"]):
+        if ours or peer:
+            lines += ["", f"fastest at error <= {bound:g} on the one-site workload:",
+                      f"  this engine: {bench_wp.describe(ours)}",
+                      f"  peers:       {bench_wp.describe(peer)}"]
+            if ours and peer:
+                ratio = ours["patient_years_per_s"] / peer["patient_years_per_s"]
+                lines.append(f"  ratio {ratio:.2f}x")
     rat = ratios(result)
     if rat:
         lines += ["", "speed-up of bonecohort float32 over each peer (same workload):"]
@@ -139,5 +153,7 @@ def write_result(result: dict, out_dir: Path) -> Path:
     stamp = result["started"].replace(":", "").replace("-", "")
     name = f"{stamp}-{dev['platform']}-{dev['device_kind']}".replace(" ", "_").replace("/", "_")
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(result, indent=1))
+    atomic_write(path, json.dumps(result, indent=1))
+    if any(r["workload"] == bench_wp.WORKLOAD for r in result["rows"]):
+        bench_wp.plot(result["rows"], out_dir / f"{name}-work-precision.svg")
     return path

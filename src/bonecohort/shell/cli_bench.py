@@ -35,12 +35,21 @@ def _sizes(ctx, param, value):
               "default study).")
 @click.option("--out", default="benchmarks/results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the JSON result.")
-def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, config, out):
+              help="Folder for the JSON result (and the work-precision SVG).")
+@click.option("--work-precision", "wp_n", type=int, default=0, show_default=True,
+              help="Patients of a work-precision sweep of every solver across its step sizes "
+              "or tolerances on the one-site workload (0: none).")
+@click.option("--wp-budget", type=float, default=60.0, show_default=True,
+              help="Seconds after which a peer's sweep stops tightening its tolerance.")
+def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, config, out,
+          wp_n, wp_budget):
     """Measure patient-years per second and peak memory of the full default model at several
     cohort sizes and dtypes, and, on the same workloads, diffrax (Tsit5, Kvaerno5), scipy
     LSODA and the bone_models Pivonka model, each with its error against a float64 Radau
     reference. Prints a table of speed-ups and writes JSON with device information to OUT.
+    With --work-precision N, every solver is swept across its accuracy settings on N
+    patients and the fastest configurations within errors 1e-3 and 1e-5 are compared
+    (bench_wp.py); the diagram is written beside the JSON as SVG.
     Peers need the 'bench' extra: pip install -e '.[bench]'.
 
     Example: bonecohort bench --sizes 1e4,1e5 --dtypes float32
@@ -59,8 +68,8 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
         sys.exit(2)
     opts = BenchOptions(sizes=sizes + ((10_000_000,) if large else ()), dtypes=names,
                         chunk=chunk, peers=not no_peers, natural_n=natural_n,
-                        diffrax_n=diffrax_n, scipy_n=scipy_n,
-                        **({"config": config} if config else {}))
+                        diffrax_n=diffrax_n, scipy_n=scipy_n, wp_n=wp_n,
+                        wp_budget_s=wp_budget, **({"config": config} if config else {}))
     try:
         result = run_bench(opts, log=lambda m: click.echo(m, err=True))
     except ConfigError as exc:

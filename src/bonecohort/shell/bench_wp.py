@@ -1,0 +1,145 @@
+"""Work-precision sweep: every solver across its accuracy settings on one workload, so that
+solvers are compared at the error they reach, not at one tolerance.
+
+Workload: the natural history of one site (``bench_peers.NaturalHistory``: untreated women
+from peak bone mass for 50 years, femoral-neck BV at each year end). For each configuration,
+on the same N patients (vmapped) and dtype:
+
+* this engine: each Rosenbrock method (``solve.rosenbrock.METHODS``) across steps per year;
+* diffrax Tsit5 (explicit), Kvaerno3 and Kvaerno5 (ESDIRK) with a PID controller across
+  rtol 1e-2 ... 1e-8 (atol = rtol / 1000; BV and the normalized cells are of order 1), in
+  float32 and float64; a configuration slower than ``budget_s`` ends its solver's sweep
+  (tighter tolerances only cost more);
+* scipy ``solve_ivp`` LSODA and BDF one patient at a time (float64, exact JAX Jacobian).
+
+Error: max relative BV error against scipy Radau (rtol 1e-10) on the first patients
+(``bench_peers.REF_PATIENTS``). ``headlines`` gives, for an error bound (1e-3, 1e-5), the
+fastest configuration of this engine and of the peers within it, and their ratio;
+``plot`` draws the diagram (patient-years per second against error, log-log) as SVG.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax.numpy as jnp
+
+from bonecohort.shell.bench_peers import NATURAL_YEARS, REF_PATIENTS, NaturalHistory, _max_rel
+from bonecohort.shell.bench_rows import Row, _memory, _timed
+from bonecohort.shell.report import figure
+
+ENGINE = {"ros2": (2, 4, 12, 24, 48), "rodas3": (1, 2, 4, 12, 24, 48),
+          "rodas4": (1, 2, 4, 12, 24)}  # steps per year
+DIFFRAX = ("Tsit5", "Kvaerno3", "Kvaerno5")
+RTOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+SCIPY = ("LSODA", "BDF")
+BOUNDS = (1e-3, 1e-5)
+WORKLOAD = "natural-wp"
+
+
+def _row(solver, dtype, n, wall, error, settings) -> Row:
+    return Row(WORKLOAD, solver, dtype, n, wall, n * NATURAL_YEARS / wall, error,
+               settings=settings, **_memory())
+
+
+def engine_rows(work: NaturalHistory, n: int, dtypes, ref, log) -> list[Row]:
+    ids = jnp.arange(n, dtype=jnp.uint32)
+    rows = []
+    for solver, steps in ENGINE.items():
+        for spy in steps:
+            for dtype in dtypes:
+                wall, bv = _timed(work.ours(dtype, spy, solver), ids)
+                rows.append(_row(f"bonecohort {solver}", dtype, n, wall, _max_rel(bv, ref),
+                                 {"steps_per_year": spy}))
+        log(f"work-precision: bonecohort {solver} done")
+    return rows
+
+
+def diffrax_rows(work: NaturalHistory, n: int, dtypes, ref, log, budget_s) -> list[Row]:
+    ids = jnp.arange(n, dtype=jnp.uint32)
+    rows = []
+    for name in DIFFRAX:
+        for dtype in dtypes:
+            for rtol in RTOLS:
+                fn = work.diffrax(name, rtol, rtol * 1e-3, 1_000_000, dtype)
+                wall, bv = _timed(fn, ids)
+                rows.append(_row(f"diffrax {name}", dtype, n, wall, _max_rel(bv, ref),
+                                 {"rtol": rtol, "atol": rtol * 1e-3}))
+                if wall > budget_s:
+                    break
+            log(f"work-precision: diffrax {name} {dtype} done")
+    return rows
+
+
+def scipy_rows(work: NaturalHistory, n: int, ref, log, budget_s) -> list[Row]:
+    rows = []
+    work.scipy_one(0, "LSODA", 1e-3, 1e-6)  # compile the right-hand side first
+    for method in SCIPY:
+        for rtol in RTOLS[1:]:
+            t0 = time.perf_counter()
+            bv = [work.scipy_one(i, method, rtol, rtol * 1e-3) for i in range(n)]
+            wall = time.perf_counter() - t0
+            rows.append(_row(f"scipy {method} (one patient at a time)", "float64", n, wall,
+                             _max_rel(bv, ref), {"rtol": rtol, "atol": rtol * 1e-3}))
+            if wall > budget_s:
+                break
+        log(f"work-precision: scipy {method} done")
+    return rows
+
+
+def sweep(study, n: int, n_scipy: int, dtypes, log, budget_s: float = 60.0) -> list[Row]:
+    """All configurations on ``n`` patients (scipy on ``n_scipy``)."""
+    work = NaturalHistory(study, max(n, REF_PATIENTS))
+    log("work-precision: Radau reference")
+    ref = work.reference(min(REF_PATIENTS, n, n_scipy))
+    return (engine_rows(work, n, dtypes, ref, log)
+            + diffrax_rows(work, n, dtypes, ref, log, budget_s)
+            + scipy_rows(work, n_scipy, ref, log, budget_s))
+
+
+def fastest(rows, bound: float, ours: bool):
+    """The fastest row of this engine (``ours``) or of the peers with error <= ``bound``."""
+    within = [r for r in rows if r["workload"] == WORKLOAD
+              and r["solver"].startswith("bonecohort") == ours
+              and r["max_rel_error"] is not None and r["max_rel_error"] <= bound]
+    return max(within, key=lambda r: r["patient_years_per_s"], default=None)
+
+
+def headlines(rows) -> list[tuple[float, dict | None, dict | None]]:
+    """(error bound, fastest engine row, fastest peer row) for each of ``BOUNDS``."""
+    return [(b, fastest(rows, b, True), fastest(rows, b, False)) for b in BOUNDS]
+
+
+def describe(row: dict | None) -> str:
+    if row is None:
+        return "none within the bound"
+    settings = ", ".join(f"{k} {v:g}" for k, v in row["settings"].items())
+    return (f"{row['solver']} {row['dtype']} ({settings}): "
+            f"{row['patient_years_per_s']:,.0f} patient-years/s, error "
+            f"{row['max_rel_error']:.1e}")
+
+
+def plot(rows, path):
+    """The work-precision diagram as SVG: one line per solver and dtype."""
+    fig, ax = figure(figsize=(9, 6))
+    families = {}
+    for r in rows:
+        if r["workload"] == WORKLOAD and r["max_rel_error"] is not None:
+            families.setdefault((r["solver"], r["dtype"]), []).append(r)
+    for i, ((solver, dtype), fam) in enumerate(sorted(families.items())):
+        fam = sorted(fam, key=lambda r: r["max_rel_error"])
+        style = "-" if solver.startswith("bonecohort") else "--"
+        ax.plot([r["max_rel_error"] for r in fam], [r["patient_years_per_s"] for r in fam],
+                style, marker="o" if dtype == "float32" else "s", color=f"C{i % 10}",
+                label=f"{solver} {dtype}")
+    for bound in BOUNDS:
+        ax.axvline(bound, color="0.7", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("max relative BV error vs Radau (rtol 1e-10)")
+    ax.set_ylabel("patient-years per second")
+    ax.set_title(f"work-precision, one-site natural history, N = {rows[0]['n']:,}"
+                 if rows else "work-precision")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.savefig(path, bbox_inches="tight")
+    return path
