@@ -14,7 +14,7 @@ from scipy.integrate import solve_ivp
 from bonecohort.cohort import cast_tree
 from bonecohort.exposure.endogenous import StepInputs
 from bonecohort.model.cells import steady_state
-from bonecohort.model.site import DAYS_PER_YEAR
+from bonecohort.model.site import DAYS_PER_YEAR, bmd, steady_state_vector
 from bonecohort.exposure.protocol import step_inputs
 from bonecohort.solve.life_course import site_rhs, step_edges
 
@@ -53,7 +53,7 @@ def make_radau(model, patient_like):
     jac = jax.jit(jax.jacfwd(rhs, argnums=1))
 
     def radau(patient, arm, grid, site_index, rtol=1e-9):
-        """BV of one site (relative to the start) at entry and at each year end after entry.
+        """BMD of one site (relative to the start) at entry and at each year end after entry.
         Returns array (horizon_years + 1,)."""
         p = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), patient)
         pvec = _flat(p)
@@ -71,7 +71,7 @@ def make_radau(model, patient_like):
         h = DAYS_PER_YEAR / spy
         year_steps = [n_pre + k * spy for k in range(grid.horizon_years + 1)]
         result = np.zeros(grid.horizon_years + 1)
-        y = np.ones(4)
+        y = np.asarray(steady_state_vector(jnp.float64))
         for lo, hi in zip(change[:-1], change[1:]):
             u = inputs[lo]
             sol = solve_ivp(lambda t, yy: np.asarray(f(t, yy, u, pvec, svec, start)),
@@ -81,7 +81,7 @@ def make_radau(model, patient_like):
             assert sol.success, sol.message
             for i, k in enumerate(year_steps):
                 if lo <= k <= hi:
-                    result[i] = sol.sol(k * h)[3]
+                    result[i] = bmd(sol.sol(k * h))
             y = sol.y[:, -1]
         return result
 

@@ -264,7 +264,7 @@ def test_nan_in_a_simulation_is_reported_with_patient_ids_and_nothing_written(tm
             result = run(ids)
             bad = (ids == 3) | (ids == 17)
             life = result.life._replace(
-                bv_rel=jnp.where(bad[:, None, None, None], jnp.nan, result.life.bv_rel))
+                bmd_rel=jnp.where(bad[:, None, None, None], jnp.nan, result.life.bmd_rel))
             return result._replace(life=life)
 
         return wrapped

@@ -89,10 +89,10 @@ def test_fixed_step_matches_radau(reference, dtype, steps_per_year, tol):
     grid = GRID._replace(steps_per_year=steps_per_year)
     run = make_chunk_runner(11, SPEC, default_model(), ARMS, grid, dtype)
     life = run(chunk_ids(0, N, N)).life
-    assert life.bv_rel.dtype == dtype
-    bv_entry = np.asarray(life.bv_entry, np.float64)  # (N, sites)
-    bv_rel = np.asarray(life.bv_rel, np.float64)  # (N, arms, sites, years)
-    ours = np.array([np.concatenate([[bv_entry[i, s]], bv_entry[i, s] * bv_rel[i, a, s]])
+    assert life.bmd_rel.dtype == dtype
+    bmd_entry = np.asarray(life.bmd_entry, np.float64)  # (N, sites)
+    bmd_rel = np.asarray(life.bmd_rel, np.float64)  # (N, arms, sites, years)
+    ours = np.array([np.concatenate([[bmd_entry[i, s]], bmd_entry[i, s] * bmd_rel[i, a, s]])
                      for i, (a, s) in map(lambda i: (i, case(i)), range(N))])
     np.testing.assert_allclose(ours, reference, rtol=tol)
     # the comparison covers real change: menopause moves bone by several percent

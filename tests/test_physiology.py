@@ -18,7 +18,7 @@ FN, LS = Site.FEMORAL_NECK, Site.LUMBAR_SPINE
 
 def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0):
     """Patients whose entry is exactly ``years_before_fmp`` before their FMP, so yearly outputs
-    fall on whole years from the FMP. Returns bv_rel (n, arms, sites, years)."""
+    fall on whole years from the FMP. Returns bmd_rel (n, arms, sites, years)."""
     model = cast_tree(default_model(), dtype)
     steady = reference_steady_state(default_model(), dtype)
     grid = Grid(prefix_years=25, horizon_years=horizon)
@@ -26,7 +26,7 @@ def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0):
     def one(pid):
         p = sample_patient(3, pid, SPEC, dtype)
         p = p._replace(age_entry=p.fmp_age - years_before_fmp)
-        return simulate_patient(p, model, steady, arms, grid).bv_rel
+        return simulate_patient(p, model, steady, arms, grid).bmd_rel
 
     return np.asarray(jax.jit(jax.vmap(one))(jnp.arange(n, dtype=jnp.uint32)))
 
@@ -78,8 +78,8 @@ def test_premenopausal_steady_state_stays_put(dtype, tol):
     steady = reference_steady_state(base, dtype)
     p = sample_patient(5, 0, SPEC, dtype)._replace(fmp_age=jnp.asarray(150.0, dtype))
     out = simulate_patient(p, model, steady, (Arm("none"),), Grid(25, 30))
-    assert np.max(np.abs(np.asarray(out.bv_entry) - 1.0)) < tol
-    assert np.max(np.abs(np.asarray(out.bv_rel) - 1.0)) < tol
+    assert np.max(np.abs(np.asarray(out.bmd_entry) - 1.0)) < tol
+    assert np.max(np.abs(np.asarray(out.bmd_rel) - 1.0)) < tol
 
 
 def test_estradiol_from_fmp_preserves_bone():

@@ -36,7 +36,7 @@ def run(spec, arms, horizon, n=N, seed=5):
     runner = make_chunk_runner(seed, spec, default_model(), arms, Grid(
         int(np.ceil(spec.age_max - 30)), horizon), jnp.float64)
     chunk = runner(chunk_ids(0, n, n))
-    return chunk.patients, np.asarray(chunk.life.bv_rel)  # (n, arms, sites, years)
+    return chunk.patients, np.asarray(chunk.life.bmd_rel)  # (n, arms, sites, years)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_surgical_menopause_loses_more_in_first_two_years_than_natural():
         p = p._replace(age_entry=event,
                        surgery_age=jnp.where(surgical, event, jnp.inf),
                        fmp_age=jnp.where(surgical, event + 5.0, event))
-        return simulate_patient(p, model, steady, (Arm("none"),), grid).bv_rel[0, :, 1]
+        return simulate_patient(p, model, steady, (Arm("none"),), grid).bmd_rel[0, :, 1]
 
     ids = jnp.arange(200, dtype=jnp.uint32)
     natural = np.asarray(jax.jit(jax.vmap(lambda i: two_year_change(i, False)))(ids))

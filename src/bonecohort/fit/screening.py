@@ -29,7 +29,7 @@ def entry_bmd_and_tscore(patients, life, tscore_reference):
     """Femoral-neck BMD (g/cm2) and T-score at entry by each patient's own sex reference
     (``config.TScoreReference``), on the host so that they do not depend on how XLA vectorized
     the chunk. Arrays of the chunk's patients."""
-    bmd = np.asarray(patients.peak_fn_bmd) * np.asarray(life.bv_entry)[:, Site.FEMORAL_NECK]
+    bmd = np.asarray(patients.peak_fn_bmd) * np.asarray(life.bmd_entry)[:, Site.FEMORAL_NECK]
     return bmd, tscore_by_sex(bmd, np.asarray(patients.male) == 1.0, tscore_reference)
 
 

@@ -14,7 +14,7 @@ from bonecohort.exposure.protocol import step_inputs
 from bonecohort.fit.parameters import default_model
 from bonecohort.model.cells import cell_rates
 from bonecohort.model.params import CellAction, CoreParams, Dosing, Site
-from bonecohort.model.site import DAYS_PER_YEAR
+from bonecohort.model.site import DAYS_PER_YEAR, bmd, steady_state_vector
 from bonecohort.population import sample_patient
 from bonecohort.shell.bench_rows import DTYPES, Row, _memory, _on_host, _timed
 from bonecohort.solve.life_course import site_rhs, step_edges
@@ -66,9 +66,9 @@ class NaturalHistory:
         def one(pid):
             rates = self.rates(self.patient(pid, d), model, steady, site)
             dummy = jnp.zeros((NATURAL_YEARS, steps_per_year), d)
-            _, ys = integrate(lambda t, y, u: rates(t, y), jnp.ones(4, d), jnp.zeros((), d),
+            _, ys = integrate(lambda t, y, u: rates(t, y), steady_state_vector(d), jnp.zeros((), d),
                               dummy, h, steps_per_year, METHODS[solver])
-            return ys[:, 3]
+            return bmd(ys)
 
         return jax.jit(jax.vmap(one))
 
@@ -89,11 +89,11 @@ class NaturalHistory:
             rates = self.rates(self.patient(pid, d), model, steady, site)
             sol = diffrax.diffeqsolve(
                 diffrax.ODETerm(lambda t, y, args: rates(t, y)), solver,
-                t0=jnp.zeros((), d), t1=t_out[-1], dt0=jnp.ones((), d), y0=jnp.ones(4, d),
+                t0=jnp.zeros((), d), t1=t_out[-1], dt0=jnp.ones((), d), y0=steady_state_vector(d),
                 saveat=diffrax.SaveAt(ts=t_out),
                 stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
                 max_steps=max_steps, throw=False)
-            return jnp.where(sol.result == diffrax.RESULTS.successful, sol.ys[:, 3], jnp.nan)
+            return jnp.where(sol.result == diffrax.RESULTS.successful, bmd(sol.ys), jnp.nan)
 
         return jax.jit(jax.vmap(one))
 
@@ -103,11 +103,11 @@ class NaturalHistory:
 
         f, jac = self._numpy_rhs(pid)
         with _on_host():
-            sol = solve_ivp(f, (0.0, float(self.t_out[-1])), np.ones(4), method=method,
+            sol = solve_ivp(f, (0.0, float(self.t_out[-1])), np.asarray(steady_state_vector(jnp.float64)), method=method,
                             rtol=rtol, atol=atol, t_eval=np.asarray(self.t_out), jac=jac)
         if not sol.success:
             raise RuntimeError(f"solve_ivp {method} failed for patient {pid}: {sol.message}")
-        return sol.y[3]
+        return np.asarray(bmd(sol.y.T))
 
     def _numpy_rhs(self, pid: int):
         if not hasattr(self, "_compiled"):

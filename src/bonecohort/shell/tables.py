@@ -118,10 +118,10 @@ def _arm_columns(r: ChunkResult, a: int, ref: int, fn_entry, male, tscore_refere
                  probability_ages) -> dict:
     life, out = r.life, r.outcomes.arms
     n = len(fn_entry)
-    cols = {"fn_tscore_end": tscore_by_sex(fn_entry * life.bv_rel[:, a, Site.FEMORAL_NECK, -1],
+    cols = {"fn_tscore_end": tscore_by_sex(fn_entry * life.bmd_rel[:, a, Site.FEMORAL_NECK, -1],
                                            male, tscore_reference)}
     for site in Site:
-        pct = 100.0 * (life.bv_rel[:, a, site, :] - 1.0)
+        pct = 100.0 * (life.bmd_rel[:, a, site, :] - 1.0)
         cols.update({pct_column(site, k + 1): pct[:, k] for k in range(pct.shape[1])})
     expected = {"exp_hip_horizon": out.hip_horizon, "exp_mof_horizon": out.mof_horizon,
                 "exp_p10_hip": out.p10_hip, "exp_p10_mof": out.p10_mof}

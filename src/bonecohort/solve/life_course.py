@@ -24,7 +24,7 @@ from bonecohort.exposure.endogenous import StepInputs, hormones_at, no_treatment
 from bonecohort.exposure.protocol import step_inputs
 from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
-from bonecohort.model.site import DAYS_PER_YEAR, site_rates
+from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
 from bonecohort.population import Patient
 from bonecohort.solve.rosenbrock import METHODS, integrate
 
@@ -51,8 +51,8 @@ class LifeCourse(NamedTuple):
     year (or month, ``Grid.outputs_per_year``) ``k + 1`` after entry.
     """
 
-    bv_entry: jnp.ndarray  # (sites,) bone volume at entry relative to peak bone mass
-    bv_rel: jnp.ndarray  # (arms, sites, read-outs) bone volume relative to entry
+    bmd_entry: jnp.ndarray  # (sites,) BMD at entry relative to peak bone mass (model.site.bmd)
+    bmd_rel: jnp.ndarray  # (arms, sites, read-outs) BMD relative to entry
     oc_entry: jnp.ndarray  # (sites,) active osteoclasts / reference steady state at entry
     oc: jnp.ndarray  # (arms, sites, read-outs) the same at each read-out (resorption)
     e2_entry: jnp.ndarray  # () pg/mL, untreated serum estradiol at entry
@@ -62,7 +62,7 @@ class LifeCourse(NamedTuple):
         """Read-outs taken ``per_year`` times a year, reduced to year ends."""
         if per_year == 1:
             return self
-        return self._replace(bv_rel=self.bv_rel[..., per_year - 1::per_year],
+        return self._replace(bmd_rel=self.bmd_rel[..., per_year - 1::per_year],
                              oc=self.oc[..., per_year - 1::per_year])
 
 
@@ -116,7 +116,7 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None, None))
     n_sites = model.sites.turnover.shape[0]
     a, b = step_edges(life_start, grid.prefix_years, spy)
-    y_entry, _ = sites_vmap(model.sites, jnp.ones((n_sites, 4), dtype), life_start,
+    y_entry, _ = sites_vmap(model.sites, steady_state_vector(dtype, (n_sites,)), life_start,
                             step_inputs(a, b, patient, None), spy)
 
     a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
@@ -125,9 +125,10 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0, None))
     _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked,
                           spy // grid.outputs_per_year)
-    # yearly: (arms, sites, years, 4)
+    # yearly: (arms, sites, read-outs, state)
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)
-    return LifeCourse(bv_entry=y_entry[:, 3], bv_rel=yearly[..., 3] / y_entry[None, :, 3:4],
-                      oc_entry=y_entry[:, 2], oc=yearly[..., 2], e2_entry=at_entry.e2,
+    bmd_entry = bmd(y_entry)
+    return LifeCourse(bmd_entry=bmd_entry, bmd_rel=bmd(yearly) / bmd_entry[None, :, None],
+                      oc_entry=y_entry[:, OCA], oc=yearly[..., OCA], e2_entry=at_entry.e2,
                       t_entry=at_entry.t)
