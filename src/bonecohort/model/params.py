@@ -138,12 +138,24 @@ class SiteParams(NamedTuple):
       BMD changes less with age (degenerative artefacts). MrOS men >= 65 lose ~0.4 %/yr at the
       femoral neck in total (Cawthon 2009 JBMR 24:1728), with falling testosterone adding the
       rest. Calibration parameter.
+    formation_lag: years from resorption to refilling of a cavity (remodeling space; site.py).
+    primary_mineral: mineral content of new matrix after primary mineralization, as a fraction
+      of full mineralization (~0.7 within days: Hernandez 2000 J Rehabil Res Dev 37:235;
+      Boivin & Meunier 2002 Calcif Tissue Int 70:503).
+    secondary_rate: rate of secondary mineralization toward full (1/yr). Secondary
+      mineralization runs over years (Boivin & Meunier 2002); calibration parameter.
+    set_point_rate: adaptation rate of the mechanostat set point to the bone's own history
+      (1/yr; Turner 1999 Bone 24:399); calibration parameter, 0 = no memory.
     """
 
     turnover: float
     mech_gain: float
     er_gain: float = 1.0
     age_loss: float = 0.0
+    formation_lag: float = 0.25
+    primary_mineral: float = 0.7
+    secondary_rate: float = 0.5
+    set_point_rate: float = 0.05
 
 
 # Hand-set effective values (see module docstring): with E2 falling from 100 to 10 pg/mL around
@@ -188,12 +200,19 @@ class EndocrineParams(NamedTuple):
 
 
 class FractureParams(NamedTuple):
-    """Fracture and mortality constants (sources in outcomes/hazards.py)."""
+    """Fracture and mortality constants (sources in outcomes/hazards.py). Per-fracture-site
+    tuples are in the order hip, clinical vertebral, forearm, humerus
+    (``outcomes.hazards.FractureSite``)."""
 
     hip_gr: tuple = (3.68, 3.07, 2.78, 2.28, 1.70)  # per SD at ages 50, 60, 70, 80, 90
     other_gr_65: float = 1.40
     other_gr_slope: float = 0.005  # 1/yr, log scale
-    gamma: float = 0.3  # turnover exponent (calibration parameter)
+    # Clinical vertebral fractures per SD of lumbar-spine BMD: RR 2.3 (1.9-2.8), Marshall 1996
+    # BMJ 312:1254 (pooled over ages).
+    vertebral_gr: float = 2.3
+    # Turnover exponent per fracture site (calibration parameters; fitted by path
+    # ``fracture.gamma.<site>``, e.g. ``fracture.gamma.vertebral``).
+    gamma: tuple = (0.3, 0.3, 0.3, 0.3)
     prior_rr: float = 1.86
     hip_death_rr_first: tuple = (2.94, 3.86)  # women, men; year after a hip fracture
     hip_death_rr_later: tuple = (1.5, 1.8)
