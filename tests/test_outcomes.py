@@ -9,10 +9,8 @@ import pytest
 from bonecohort.cohort import cast_tree, chunk_ids, make_chunk_runner
 from bonecohort.config import parse_study
 from bonecohort.data.epidemiology import load_tables
-from bonecohort.model.params import Site
 from bonecohort.outcomes.hazards import FractureSite, expected_outcomes
-from bonecohort.outcomes.readout import (arm_hazards, frax_style_probability, prior_at_entry,
-                                         tscore)
+from bonecohort.outcomes.readout import arm_hazards, frax_style_probability, prior_at_entry
 from bonecohort.population import PopulationSpec
 from bonecohort.exposure.protocol import Arm
 from bonecohort.reference_cache import outcome_setup
@@ -45,16 +43,15 @@ def expected_hip_incidence(setup, male_fraction, n=3000, seed=21):
     patients, sim = chunk.patients, chunk.life
     s64 = cast_tree(setup._replace(probability_ages=()), jnp.float64)
 
-    def one(p, bv_entry, bv_rel, oc_entry, oc):
+    def one(p, bmd_entry, bmd_rel, oc_entry, oc):
         p = jax.tree.map(lambda v: v.astype(jnp.float64) if v.dtype == jnp.float32 else v, p)
-        bmd = p.peak_fn_bmd * bv_entry[Site.FEMORAL_NECK]
-        traj, h, mu = arm_hazards(p, bmd, tscore(bmd, s64), bv_rel, oc_entry, oc, s64)
+        traj, h, mu = arm_hazards(p, bmd_entry, bmd_rel, oc_entry, oc, s64)
         e = expected_outcomes(h, mu, s64.fracture, prior_at_entry(p, s64))
         return traj.age_index, e.hip_events, e.alive
 
     f64 = lambda v: jnp.asarray(v, jnp.float64)  # noqa: E731
     idx, events, alive = jax.jit(jax.vmap(one))(
-        patients, f64(sim.bv_entry), f64(sim.bv_rel[:, 0]), f64(sim.oc_entry),
+        patients, f64(sim.bmd_entry), f64(sim.bmd_rel[:, 0]), f64(sim.oc_entry),
         f64(sim.oc[:, 0]))
     return np.asarray(idx), np.asarray(events), np.asarray(alive)
 

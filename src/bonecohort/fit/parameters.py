@@ -1,8 +1,11 @@
 """Calibrated parameter files: which model constants are fitted, how, and how they are stored.
 
 A fitted constant is named by a path into ``ModelParams``: ``hormones.rho_L``,
-``sites.turnover.lumbar_spine`` (site fields take a site name), ``fracture.gamma``. Each is
-fitted in an unconstrained coordinate: ``log`` for positive constants, ``logit`` for
+``sites.turnover.lumbar_spine`` (site fields take a site name), ``fracture.gamma.vertebral``
+(the turnover exponent takes a fracture site: hip, vertebral, forearm, humerus). The path
+``fracture.gamma`` without a site names one exponent shared by the four sites: setting it sets
+all four, reading it gives their mean (parameter files fitted before the exponent was per site
+hold this path, and load unchanged). Each is fitted in an unconstrained coordinate: ``log`` for positive constants, ``logit`` for
 fractions in (0, 1) (``delta_E`` and the femoral-neck ``er_gain``, which must keep
 OB apoptosis positive and which we express relative to the spine's gain, fixed at 1).
 
@@ -30,6 +33,11 @@ import numpy as np
 from bonecohort.config import ConfigError
 from bonecohort.data import SHIPPED_PARAMETERS
 from bonecohort.model.params import SITE_NAMES, ModelParams, hand_set_model
+from bonecohort.outcomes.hazards import FractureSite
+
+FRACTURE_SITE_NAMES = tuple(s.key for s in FractureSite)
+# Per-site vector fields addressed by a third path part, with the names of their entries.
+_INDEXED = {("sites", None): SITE_NAMES, ("fracture", "gamma"): FRACTURE_SITE_NAMES}
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,14 @@ DEFAULT_FREE = (
     Free("sites.mech_gain.femoral_neck"), Free("sites.mech_gain.lumbar_spine"),
     Free("sites.age_loss.femoral_neck"), Free("sites.age_loss.lumbar_spine"),
     Free("sites.er_gain.femoral_neck", "logit"),
-    Free("fracture.gamma"),
+    *(Free(f"fracture.gamma.{site}") for site in FRACTURE_SITE_NAMES),
 )
 _GROUPS = ("hormones", "sites", "fracture")
+
+
+def _names(group: str, field: str):
+    """Entry names of a per-site vector field (None: a scalar field)."""
+    return _INDEXED.get((group, None), _INDEXED.get((group, field)))
 
 
 def check_path(path: str, model) -> Free:
@@ -82,31 +95,41 @@ def check_path(path: str, model) -> Free:
     if len(parts) < 2 or parts[1] not in container._fields:
         raise ValueError(f"'{path}': {group} has no field '{parts[1] if len(parts) > 1 else ''}'"
                          f" (fields: {', '.join(container._fields)})")
-    if group == "sites":
-        if len(parts) != 3 or parts[2] not in SITE_NAMES:
-            raise ValueError(f"'{path}': name the site, e.g. sites.{parts[1]}.lumbar_spine "
-                             f"(sites: {', '.join(SITE_NAMES)})")
+    names = _names(group, parts[1])
+    shared = group == "fracture" and names is not None and len(parts) == 2
+    if names is not None and not shared:
+        if len(parts) != 3 or parts[2] not in names:
+            raise ValueError(f"'{path}': name the site, e.g. {group}.{parts[1]}.{names[-1]} "
+                             f"(sites: {', '.join(names)})")
     elif len(parts) != 2:
         raise ValueError(f"'{path}': expected {group}.<field>")
-    if np.ndim(getattr(container, parts[1])) != (1 if group == "sites" else 0):
+    if np.ndim(getattr(container, parts[1])) != (0 if names is None else 1):
         raise ValueError(f"'{path}': not a scalar constant")
     known = {f.path: f for f in DEFAULT_FREE}
     return known.get(path, Free(path))
 
 
 def get_value(model, free: Free):
+    """The constant named by ``free``; for a shared per-site path, the mean of its entries."""
     group, field, *site = free.parts
     value = getattr(getattr(model, group), field)
-    return value[SITE_NAMES.index(site[0])] if site else value
+    if site:
+        return value[_names(group, field).index(site[0])]
+    return jnp.mean(jnp.asarray(value)) if _names(group, field) else value
 
 
 def set_values(model, frees, values):
-    """``model`` with each ``frees[i]`` set to ``values[i]`` (works on traced values)."""
+    """``model`` with each ``frees[i]`` set to ``values[i]`` (works on traced values); a
+    shared per-site path sets every entry."""
     for free, value in zip(frees, values):
         group, field, *site = free.parts
         container = getattr(model, group)
+        names = _names(group, field)
+        old = jnp.asarray(getattr(container, field))
         if site:
-            value = jnp.asarray(getattr(container, field)).at[SITE_NAMES.index(site[0])].set(value)
+            value = old.at[names.index(site[0])].set(value)
+        elif names:
+            value = jnp.broadcast_to(jnp.asarray(value), old.shape)
         model = model._replace(**{group: container._replace(**{field: value})})
     return model
 

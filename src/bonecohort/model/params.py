@@ -218,6 +218,21 @@ class FractureParams(NamedTuple):
     hip_death_rr_later: tuple = (1.5, 1.8)
 
 
+class AgentParams(NamedTuple):
+    """Agent constants fitted to trials, overriding the pharmacology table of
+    ``exposure/agents.py`` (whose values and sources are the priors' centres).
+
+    exposure: "agent.route" -> multiplier on that route's exposure per dose (estradiol-
+      equivalent, testosterone, aromatase inhibition, IGF-1); 1 = the table's slope.
+    efficacy: SERM agent name -> its bone efficacy eps_S in (0, 1) (used by every route that
+      carries that SERM, e.g. bazedoxifene in CE/bazedoxifene).
+    Keys not listed keep the table's values.
+    """
+
+    exposure: dict | None = None
+    efficacy: dict | None = None
+
+
 class ModelParams(NamedTuple):
     """All model constants as one pytree (``sites`` stacked on a leading site axis, in
     ``Site`` order), the fracture-risk constants included (their turnover exponent is fitted

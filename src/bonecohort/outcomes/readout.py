@@ -1,11 +1,13 @@
 """One patient's simulated life course -> fractures, deaths and probabilities (pure JAX).
 
-``patient_outcomes`` reads the femoral-neck BMD trajectory and the resorption of a
-``LifeCourse`` (year-end read-outs) in every arm and returns ``PatientOutcomes``: expected
-probabilities (hazards.py) and sampled events (events.py). Hazards use femoral-neck T-scores
-in the units of the FRAX reference (``OutcomeSetup.tscore_mean`` / ``tscore_sd``: NHANES III
-young white women, for both sexes, as the gradients of risk are expressed; Kanis 2008 Bone
-42:467); reported T-scores of men use the men's reference (shell/tables.py).
+``patient_outcomes`` reads the BMD trajectories of both simulated sites and their resorption
+from a ``LifeCourse`` (year-end read-outs) in every arm and returns ``PatientOutcomes``:
+expected probabilities, the annual hazards of first fractures (hazards.py) and sampled events
+(events.py). Hazards use T-scores in the units of the FRAX reference
+(``OutcomeSetup.tscore_mean`` / ``tscore_sd``: NHANES III young white women, for both sexes,
+as the gradients of risk are expressed; Kanis 2008 Bone 42:467), the spine's by the stated
+assumption of ``hazards.site_tscores``; reported T-scores of men use the men's reference
+(shell/tables.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from bonecohort.outcomes.hazards import (
     Trajectory,
     death_hazard,
     expected_outcomes,
+    kind_hazards,
     site_hazards,
+    site_tscores,
     trajectory,
     window_probability,
 )
@@ -53,6 +57,8 @@ class ArmOutcomes(NamedTuple):
     p10_hip_from_age: jnp.ndarray  # (probability ages,) from each age; NaN outside the run
     p10_mof_from_age: jnp.ndarray  # (probability ages,)
     events: SampledEvents
+    first_hazards: jnp.ndarray  # (H, 5) per year, first fracture of each ``hazards.KINDS``
+    death_hazard: jnp.ndarray  # (H,) per year, life table
 
 
 class PatientOutcomes(NamedTuple):
@@ -69,14 +75,18 @@ def tscore(bmd, setup: OutcomeSetup):
     return BmdReference(setup.tscore_mean, setup.tscore_sd).tscore(bmd)
 
 
-def arm_hazards(patient, bmd_entry, t_entry, bv_rel, oc_entry, oc, setup: OutcomeSetup):
+def arm_hazards(patient, bmd_entry, bmd_rel, oc_entry, oc, setup: OutcomeSetup):
     """Trajectory and annual hazards of one patient under one arm.
 
-    ``bv_rel`` (sites, H) and ``oc`` (sites, H) as in a ``LifeCourse`` for that arm.
-    Returns (trajectory, fracture hazards (H, 4), death hazard (H,)).
+    ``bmd_entry`` (sites,): BMD at entry relative to peak bone mass; ``bmd_rel`` (sites, H)
+    and ``oc`` (sites, H): relative to entry and resorption, as in a ``LifeCourse`` for that
+    arm. Returns (trajectory, fracture hazards (H, 4), death hazard (H,)).
     """
     sex = patient.male.astype(jnp.int32)
-    t_end = tscore(bmd_entry * bv_rel[Site.FEMORAL_NECK], setup)
+    peak_t = tscore(patient.peak_fn_bmd, setup)
+    ref = (setup.tscore_mean, setup.tscore_sd)
+    t_entry = site_tscores(peak_t, bmd_entry, ref)
+    t_end = site_tscores(peak_t, (bmd_entry[:, None] * bmd_rel).T, ref)
     traj = trajectory(patient.age_entry, t_entry, t_end, oc_entry, oc.T, setup.qx.shape[1])
     h = site_hazards(traj, sex, setup.incidence, setup.norm, setup.fracture)
     return traj, h, death_hazard(traj, sex, setup.qx)
@@ -95,10 +105,9 @@ def patient_outcomes(patient, life, setup: OutcomeSetup, key) -> PatientOutcomes
     ``fold_in(key(seed), patient_id)``.
     """
     sex = patient.male.astype(jnp.int32)
-    bmd_entry = patient.peak_fn_bmd * life.bv_entry[Site.FEMORAL_NECK]
-    t_entry = tscore(bmd_entry, setup)
-    years = life.bv_rel.shape[-1]
-    u = event_uniforms(jax.random.fold_in(key, EVENT_STREAM), years, bmd_entry.dtype)
+    t_entry = tscore(patient.peak_fn_bmd * life.bmd_entry[Site.FEMORAL_NECK], setup)
+    years = life.bmd_rel.shape[-1]
+    u = event_uniforms(jax.random.fold_in(key, EVENT_STREAM), years, t_entry.dtype)
     fp = setup.fracture
     prior = prior_at_entry(patient, setup)
 
@@ -106,11 +115,10 @@ def patient_outcomes(patient, life, setup: OutcomeSetup, key) -> PatientOutcomes
         starts = [jnp.ceil(age - patient.age_entry).astype(jnp.int32)
                   for age in setup.probability_ages]
         values = [window_probability(h_event, mu, s, TEN_YEARS) for s in starts]
-        return jnp.stack(values) if values else jnp.zeros((0,), bmd_entry.dtype)
+        return jnp.stack(values) if values else jnp.zeros((0,), t_entry.dtype)
 
-    def one_arm(bv_rel, oc):
-        traj, h, mu = arm_hazards(patient, bmd_entry, t_entry, bv_rel, life.oc_entry, oc,
-                                  setup)
+    def one_arm(bmd_rel, oc):
+        traj, h, mu = arm_hazards(patient, life.bmd_entry, bmd_rel, life.oc_entry, oc, setup)
         hip, mof = h[:, FractureSite.HIP], h.sum(axis=1)
         expected = expected_outcomes(h, mu, fp)
         ten = min(TEN_YEARS, years)
@@ -119,9 +127,10 @@ def patient_outcomes(patient, life, setup: OutcomeSetup, key) -> PatientOutcomes
             p10_mof=window_probability(mof, mu, 0, ten),
             hip_horizon=expected.hip_first.sum(), mof_horizon=expected.mof_first.sum(),
             p10_hip_from_age=from_ages(hip, mu), p10_mof_from_age=from_ages(mof, mu),
-            events=sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior))
+            events=sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior),
+            first_hazards=kind_hazards(h, prior, fp), death_hazard=mu)
 
-    return PatientOutcomes(t_entry, jax.vmap(one_arm)(life.bv_rel, life.oc))
+    return PatientOutcomes(t_entry, jax.vmap(one_arm)(life.bmd_rel, life.oc))
 
 
 # FRAX probabilities are for a patient *without* clinical risk factors, whose hazard lies
@@ -139,13 +148,15 @@ def frax_style_probability(age, sex: int, t_score, setup: OutcomeSetup, years: i
                            no_risk_factors: bool = True):
     """10-year (``years``) probability of a first hip and a first MOF for a patient of
     ``age`` and femoral-neck ``t_score`` with average turnover, keeping her or his position
-    in the population (z = T - Tbar(age)) as the years pass, competing with death.
+    in the population (z = T - Tbar(age)) as the years pass, competing with death. The
+    spine's z is taken equal to the femoral neck's (assumption: no spine BMD is given).
     Returns (p_hip, p_mof)."""
     dtype = setup.qx.dtype
     mid = age + jnp.arange(years, dtype=dtype) + 0.5
     idx = jnp.clip(jnp.floor(mid).astype(jnp.int32), 0, setup.qx.shape[1] - 1)
-    z = t_score - setup.norm.tbar[sex, jnp.floor(age).astype(jnp.int32)]
-    traj = Trajectory(idx, mid, setup.norm.tbar[sex, idx] + z, jnp.ones((years, len(Site)), dtype))
+    z = t_score - setup.norm.tbar[Site.FEMORAL_NECK, sex, jnp.floor(age).astype(jnp.int32)]
+    traj = Trajectory(idx, mid, setup.norm.tbar[:, sex, idx].T + z,
+                      jnp.ones((years, len(Site)), dtype))
     h = site_hazards(traj, sex, setup.incidence, setup.norm, setup.fracture)
     h = h * setup.norm.turnover_mean[:, sex, idx].T
     if no_risk_factors:
