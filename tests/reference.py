@@ -60,28 +60,33 @@ def make_radau(model, patient_like):
         svec = _flat(jax.tree.map(lambda v: np.asarray(v)[site_index], model.sites))
         start = float(p.age_entry) - grid.prefix_years
         spy = grid.steps_per_year
-        natural = step_inputs(*step_edges(jnp.float64(start), grid.prefix_years, spy), p, None)
-        treated = step_inputs(*step_edges(p.age_entry, grid.horizon_years, spy), p, arm)
-        # per-step inputs over the whole life course, shape (steps, fields)
+        spy_pre = grid.prefix_steps_per_year or spy
+        natural = step_inputs(*step_edges(jnp.float64(start), grid.prefix_years, spy_pre), p,
+                              None)
+        treated = step_inputs(*step_edges(p.age_entry, grid.horizon_years, spy), p, arm,
+                              model.agents)
+        # per-step inputs over the whole life course, shape (steps, fields), and step edges (days)
         inputs = np.concatenate([np.stack(natural, axis=1), np.stack(treated, axis=1)])
-        n_pre = grid.prefix_years * spy
+        n_pre = grid.prefix_years * spy_pre
+        edges = np.concatenate([np.arange(n_pre + 1) * DAYS_PER_YEAR / spy_pre,
+                                grid.prefix_years * DAYS_PER_YEAR
+                                + np.arange(1, grid.horizon_years * spy + 1) * DAYS_PER_YEAR / spy])
         n_all = inputs.shape[0]
         change = [0] + [k for k in range(1, n_all)
                         if np.any(inputs[k] != inputs[k - 1])] + [n_all]
-        h = DAYS_PER_YEAR / spy
         year_steps = [n_pre + k * spy for k in range(grid.horizon_years + 1)]
         result = np.zeros(grid.horizon_years + 1)
         y = np.asarray(steady_state_vector(jnp.float64))
         for lo, hi in zip(change[:-1], change[1:]):
             u = inputs[lo]
             sol = solve_ivp(lambda t, yy: np.asarray(f(t, yy, u, pvec, svec, start)),
-                            (lo * h, hi * h), y, method="Radau", rtol=rtol, atol=1e-12,
+                            (edges[lo], edges[hi]), y, method="Radau", rtol=rtol, atol=1e-12,
                             dense_output=True,
                             jac=lambda t, yy: np.asarray(jac(t, yy, u, pvec, svec, start)))
             assert sol.success, sol.message
             for i, k in enumerate(year_steps):
                 if lo <= k <= hi:
-                    result[i] = bmd(sol.sol(k * h))
+                    result[i] = bmd(sol.sol(edges[k]))
             y = sol.y[:, -1]
         return result
 

@@ -35,12 +35,17 @@ class Route:
     ai: float = 0.0  # 1/IC50 in dose units
     igf: float = 0.0  # relative IGF-1 rise per dose unit
     pk: str = ""  # where the exposure slope comes from
+    serm: str = ""  # the SERM whose efficacy this route carries ("" = none)
+    pk_key: str = ""  # "agent.route" whose fitted exposure scale this route shares
 
-    def exposure(self, dose: float) -> dict:
-        """Exposure (see module docstring) of ``dose`` taken continuously."""
-        return {"e2": self.e2 * dose, "t": self.t * dose, "serm_occ": self.serm_occ * dose,
-                "serm_ago": self.serm_efficacy * self.serm_occ * dose, "ai": self.ai * dose,
-                "igf": self.igf * dose}
+    def exposure(self, dose, scale=1.0, efficacy=None) -> dict:
+        """Exposure (see module docstring) of ``dose`` taken continuously. ``scale`` multiplies
+        the exposure slopes (not the SERM occupancy) and ``efficacy`` replaces eps_S: the
+        fitted agent constants (``model.params.AgentParams``); values may be traced."""
+        eff = self.serm_efficacy if efficacy is None else efficacy
+        return {"e2": scale * self.e2 * dose, "t": scale * self.t * dose,
+                "serm_occ": self.serm_occ * dose, "serm_ago": eff * self.serm_occ * dose,
+                "ai": scale * self.ai * dose, "igf": scale * self.igf * dose}
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ AGENTS_LIST = (
         "selective estrogen-receptor modulator: partial ER agonist in bone, antagonist in "
         "breast and uterus",
         routes={"oral": Route(
-            "mg/day", {F: (30.0, 150.0)}, serm_occ=10.0 / 60.0, serm_efficacy=0.55,
+            "mg/day", {F: (30.0, 150.0)}, serm_occ=10.0 / 60.0, serm_efficacy=0.55, serm="raloxifene",
             pk="near-saturating occupancy at 60 mg (S/K_S = 10); 120 mg adds little BMD "
                "(MORE: spine +2.6 % vs placebo at 3 y, Ettinger 1999 JAMA 282:637)")},
         evidence="high (MORE: vertebral fracture RR 0.7; no hip-fracture benefit)",
@@ -170,6 +175,7 @@ AGENTS_LIST = (
         "endometrium",
         routes={"oral": Route(
             "mg/day", {F: (10.0, 40.0)}, serm_occ=3.0 / 20.0, serm_efficacy=0.45,
+            serm="bazedoxifene",
             pk="20 mg: spine +~1.4 % vs placebo at 2 y, less than raloxifene 60 mg (Miller "
                "2008 JBMR 23:525)")},
         evidence="high (Silverman 2008 JBMR 23:1923: vertebral fracture RR 0.58)",
@@ -180,6 +186,7 @@ AGENTS_LIST = (
         "CEE content; no progestogen needed",
         routes={"oral": Route(
             "mg CE/day", {F: (0.3, 0.625)}, e2=64.0, serm_occ=3.0, serm_efficacy=0.45,
+            serm="bazedoxifene", pk_key="conjugated_estrogens.oral",
             pk="CE exposure as conjugated_estrogens plus bazedoxifene 20 mg (fixed): "
                "SMART-1, CE 0.45/BZA 20 spine +1.6 % vs placebo -1.8 % at 2 y (Lindsay 2009 "
                "Fertil Steril 92:1045)")},
@@ -189,7 +196,7 @@ AGENTS_LIST = (
         "tamoxifen", "serm",
         "SERM: ER agonist in postmenopausal bone, antagonist against premenopausal estradiol",
         routes={"oral": Route(
-            "mg/day", {F: (10.0, 40.0)}, serm_occ=10.0 / 20.0, serm_efficacy=0.6,
+            "mg/day", {F: (10.0, 40.0)}, serm_occ=10.0 / 20.0, serm_efficacy=0.6, serm="tamoxifen",
             pk="20 mg: preserves BMD in postmenopausal women (Love 1992 NEJM 326:852; ATAC "
                "comparator arm), loss in premenopausal women (Powles 1996 JCO 14:78)")},
         evidence="high for direction (RCT BMD substudies); fracture reduction modest",

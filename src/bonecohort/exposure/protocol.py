@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from bonecohort.exposure.agents import AGENTS, EXPOSURES
 from bonecohort.exposure.endogenous import StepInputs, window_fraction
+from bonecohort.model.params import AgentParams
 
 
 class Regimen(NamedTuple):
@@ -89,14 +90,25 @@ def regimen_windows(arm: Arm, patient):
     return windows
 
 
-def step_inputs(a, b, patient, arm: Arm | None) -> StepInputs:
-    """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated)."""
+def regimen_exposure(reg: Regimen, agents: AgentParams | None) -> dict:
+    """Exposure of ``reg`` taken continuously, with the fitted agent constants ``agents``
+    (``AgentParams``; None or a missing key: the table of exposure/agents.py)."""
+    route = reg.route_spec
+    key = route.pk_key or f"{reg.agent}.{reg.route or next(iter(AGENTS[reg.agent].routes))}"
+    scale = ((agents.exposure if agents else None) or {}).get(key, 1.0)
+    efficacy = ((agents.efficacy if agents else None) or {}).get(route.serm)
+    return route.exposure(reg.dose, scale, efficacy)
+
+
+def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = None) -> StepInputs:
+    """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated),
+    with the fitted agent constants ``agents`` (``model.params.AgentParams``)."""
     total = {k: jnp.zeros_like(a) for k in EXPOSURES}
     if arm is not None:
         for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
             taken = window_fraction(a, b, start, stop) * reg.adherence
-            for k, v in reg.route_spec.exposure(reg.dose).items():
-                if v != 0.0:
+            for k, v in regimen_exposure(reg, agents).items():
+                if not isinstance(v, float) or v != 0.0:
                     total[k] = total[k] + taken * v
     surgery = snap_months(patient.surgery_age, patient)
     ovary = window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery)

@@ -243,6 +243,7 @@ class ModelParams(NamedTuple):
     endocrine: EndocrineParams
     sites: SiteParams
     fracture: FractureParams = FractureParams()
+    agents: AgentParams = AgentParams()
 
 
 def hand_set_model() -> ModelParams:

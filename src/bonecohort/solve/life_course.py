@@ -35,6 +35,7 @@ class Grid(NamedTuple):
     steps_per_year: int = 12
     solver: str = "rodas3"  # a key of rosenbrock.METHODS
     outputs_per_year: int = 1  # read-outs after entry: 1 (year ends) or 12 (month ends)
+    prefix_steps_per_year: int = 4  # steps a year of the natural-history prefix (0: the same)
 
     @staticmethod
     def for_entry_ages(age_max: float, horizon_years: int, **kw) -> "Grid":
@@ -104,27 +105,28 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     """
     dtype = patient.age_entry.dtype
     spy = grid.steps_per_year
-    h = jnp.asarray(DAYS_PER_YEAR / spy, dtype)
+    spy_prefix = grid.prefix_steps_per_year or spy
     life_start = patient.age_entry - grid.prefix_years
 
-    def run_site(site: SiteParams, y0, age0, inputs: StepInputs, per_output: int):
+    def run_site(site: SiteParams, y0, age0, inputs: StepInputs, per_output: int, spy: int):
         rates = site_rhs(patient, model, steady, site, age0, life_start)
         periods = jax.tree.map(lambda v: v.reshape(-1, per_output), inputs)
-        return integrate(rates, y0, jnp.zeros((), dtype), periods, h, per_output,
+        return integrate(rates, y0, jnp.zeros((), dtype), periods,
+                         jnp.asarray(DAYS_PER_YEAR / spy, dtype), per_output,
                          METHODS[grid.solver])
 
-    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None, None))
+    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None, None, None))
     n_sites = model.sites.turnover.shape[0]
-    a, b = step_edges(life_start, grid.prefix_years, spy)
+    a, b = step_edges(life_start, grid.prefix_years, spy_prefix)
     y_entry, _ = sites_vmap(model.sites, steady_state_vector(dtype, (n_sites,)), life_start,
-                            step_inputs(a, b, patient, None), spy)
+                            step_inputs(a, b, patient, None), spy_prefix, spy_prefix)
 
     a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
-    inputs = [step_inputs(a, b, patient, arm) for arm in arms]
+    inputs = [step_inputs(a, b, patient, arm, model.agents) for arm in arms]
     stacked = jax.tree.map(lambda *v: jnp.stack(v), *inputs)
-    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0, None))
+    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0, None, None))
     _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked,
-                          spy // grid.outputs_per_year)
+                          spy // grid.outputs_per_year, spy)
     # yearly: (arms, sites, read-outs, state)
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)
