@@ -46,6 +46,7 @@ class Free:
 
     path: str
     transform: str = "log"  # "log" (positive) or "logit" (in (0, 1))
+    prior_sd: float | None = None  # SD of its prior in the fitted coordinate (None: the fit's)
 
     @property
     def parts(self) -> tuple:
@@ -76,8 +77,22 @@ DEFAULT_FREE = (
     Free("sites.age_loss.femoral_neck"), Free("sites.age_loss.lumbar_spine"),
     Free("sites.er_gain.femoral_neck", "logit"),
     *(Free(f"fracture.gamma.{site}") for site in FRACTURE_SITE_NAMES),
+    # The remodeling space, secondary mineralization and set-point memory of each site
+    # (model/site.py; the primary mineral fraction is kept at its published value).
+    *(Free(f"sites.{field}.{site}") for field in ("formation_lag", "secondary_rate",
+                                                 "set_point_rate") for site in SITE_NAMES),
+    # Agents' constants (exposure/agents.py gives the priors' centres): the estradiol-
+    # equivalent exposure of CEE (shared by CE/bazedoxifene) and the androgen exposure of the
+    # testosterone patch within their PK spread (log SD 0.35, a factor ~1.4: the
+    # between-study range of serum levels in the labels and trials cited there), the
+    # aromatase inhibition of anastrozole, and the bone efficacy of each SERM in a trial.
+    Free("agents.exposure.conjugated_estrogens.oral", prior_sd=0.35),
+    Free("agents.exposure.testosterone.patch", prior_sd=0.35),
+    Free("agents.exposure.anastrozole.oral", prior_sd=0.35),
+    Free("agents.efficacy.raloxifene", "logit"), Free("agents.efficacy.bazedoxifene", "logit"),
+    Free("agents.efficacy.tamoxifen", "logit"),
 )
-_GROUPS = ("hormones", "sites", "fracture")
+_GROUPS = ("hormones", "sites", "fracture", "agents")
 
 
 def _names(group: str, field: str):
@@ -91,6 +106,8 @@ def check_path(path: str, model) -> Free:
     group = parts[0]
     if group not in _GROUPS:
         raise ValueError(f"'{path}': the first part must be one of {', '.join(_GROUPS)}")
+    if group == "agents":
+        return _check_agent_path(path, parts)
     container = getattr(model, group)
     if len(parts) < 2 or parts[1] not in container._fields:
         raise ValueError(f"'{path}': {group} has no field '{parts[1] if len(parts) > 1 else ''}'"
@@ -112,6 +129,8 @@ def check_path(path: str, model) -> Free:
 def get_value(model, free: Free):
     """The constant named by ``free``; for a shared per-site path, the mean of its entries."""
     group, field, *site = free.parts
+    if group == "agents":
+        return _agent_values(model, field).get(".".join(site), _agent_default(field, site))
     value = getattr(getattr(model, group), field)
     if site:
         return value[_names(group, field).index(site[0])]
@@ -123,6 +142,10 @@ def set_values(model, frees, values):
     shared per-site path sets every entry."""
     for free, value in zip(frees, values):
         group, field, *site = free.parts
+        if group == "agents":
+            table = {**_agent_values(model, field), ".".join(site): value}
+            model = model._replace(agents=model.agents._replace(**{field: table}))
+            continue
         container = getattr(model, group)
         names = _names(group, field)
         old = jnp.asarray(getattr(container, field))
@@ -132,6 +155,42 @@ def set_values(model, frees, values):
             value = jnp.broadcast_to(jnp.asarray(value), old.shape)
         model = model._replace(**{group: container._replace(**{field: value})})
     return model
+
+
+def _check_agent_path(path: str, parts: list) -> Free:
+    """``agents.exposure.<agent>.<route>`` or ``agents.efficacy.<serm>`` (exposure/agents.py)."""
+    from bonecohort.exposure.agents import AGENTS
+
+    field = parts[1] if len(parts) > 1 else ""
+    if field == "exposure" and len(parts) == 4 and parts[3] in getattr(
+            AGENTS.get(parts[2]), "routes", {}):
+        pass
+    elif field == "efficacy" and len(parts) == 3 and _agent_default(field, parts[2:]) is not None:
+        pass
+    else:
+        serms = sorted({r.serm for a in AGENTS.values() for r in a.routes.values() if r.serm})
+        raise ValueError(f"'{path}': expected agents.exposure.<agent>.<route> (e.g. "
+                         "agents.exposure.conjugated_estrogens.oral) or agents.efficacy.<SERM> "
+                         f"(SERMs: {', '.join(serms)})")
+    known = {f.path: f for f in DEFAULT_FREE}
+    return known.get(path, Free(path, "logit" if field == "efficacy" else "log"))
+
+
+def _agent_values(model, field: str) -> dict:
+    return dict(getattr(model.agents, field) or {})
+
+
+def _agent_default(field: str, key: list):
+    """The table's value of an agent constant: exposure scale 1, or the SERM's efficacy."""
+    from bonecohort.exposure.agents import AGENTS
+
+    if field == "exposure":
+        return 1.0
+    for agent in AGENTS.values():
+        for route in agent.routes.values():
+            if route.serm == key[0] and agent.name == key[0]:
+                return route.serm_efficacy
+    return None
 
 
 def to_theta(model, frees):
