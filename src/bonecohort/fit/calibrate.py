@@ -5,10 +5,11 @@ of each target's tolerance (``TargetSet.residual``: |r| <= 1 is the fit criterio
 ``validate``), plus a weak Gaussian prior on each fitted constant's unconstrained
 coordinate around its starting value,
 
-    L(theta) = sum_targets r_i(theta)^2 + sum_j ((theta_j - theta0_j) / prior_sd)^2,
+    L(theta) = sum_targets w_i r_i(theta)^2 + sum_j ((theta_j - theta0_j) / prior_sd)^2,
 
-which keeps constants the targets cannot separate (e.g. RANKL vs OPG action) near their
-hand-set values instead of drifting along flat directions. Each trial is screened once with
+with w_i the target's ``weight`` (default 1). The prior keeps constants the targets cannot
+separate (e.g. RANKL vs OPG action) near their hand-set values instead of drifting along flat
+directions. Each trial is screened once with
 the starting constants; its patients, their eligibility and the months of each window then
 stay fixed (trials.trial_function), so L is a smooth function of theta and ``jax.grad``
 runs through the whole simulation (scan of implicit steps, fracture read-out).
@@ -63,16 +64,17 @@ class Objective:
             if idx:
                 values = trial_function(trial, [ts.targets[i] for i in idx],
                                         self.screened[name], setups.get(name), steady, dtype)
-                self.parts.append((np.asarray(idx), self._part(values)))
+                self.parts.append((np.asarray(idx), self._part(values), name))
         self.observed = np.array([t.observed for t in ts.targets])
         self.tolerance = np.array([ts.tolerance(t) for t in ts.targets])
         self.log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
+        self.weight = np.array([t.weight for t in ts.targets])  # per target, on r^2
 
     def _part(self, values):
-        def loss(theta, observed, tolerance, log_scale):
+        def loss(theta, observed, tolerance, log_scale, weight):
             sim = values(from_theta(self.start, self.frees, theta))
             r = misfit(sim, observed, tolerance, log_scale, jnp)
-            return jnp.sum(r ** 2), sim
+            return jnp.sum(weight * r ** 2), sim
 
         return jax.jit(jax.value_and_grad(loss, has_aux=True))
 
@@ -84,29 +86,38 @@ class Objective:
         return new
 
     def prior(self, theta):
+        """Gaussian prior around the start: SD ``Free.prior_sd`` where a constant has its own
+        (agents' pharmacology), else ``prior_sd``; None: no prior."""
         if self.prior_sd is None:
             return 0.0, jnp.zeros_like(theta)
-        d = (theta - self.theta0) / self.prior_sd
-        return jnp.sum(d ** 2), 2.0 * d / self.prior_sd
+        sd = jnp.asarray([f.prior_sd or self.prior_sd for f in self.frees], theta.dtype)
+        d = (theta - self.theta0) / sd
+        return jnp.sum(d ** 2), 2.0 * d / sd
 
     @with_x64
-    def __call__(self, theta):
-        """(L, dL/dtheta, simulated value of every target in file order)."""
+    def __call__(self, theta, with_prior: bool = True):
+        """(L, dL/dtheta, simulated value of every target in file order; targets of trials
+        left out of ``parts`` stay 0)."""
         theta = jnp.asarray(theta, jnp.float64)
-        total, grad = self.prior(theta)
+        total, grad = self.prior(theta) if with_prior else (0.0, jnp.zeros_like(theta))
         sim = np.zeros(len(self.ts.targets))
-        for idx, part in self.parts:
+        for idx, part, _ in self.parts:
             (loss, values), g = part(theta, self.observed[idx], self.tolerance[idx],
-                                     self.log_scale[idx])
+                                     self.log_scale[idx], self.weight[idx])
             total, grad = total + loss, grad + g
             sim[idx] = np.asarray(values, np.float64)
         return float(total), np.asarray(grad, np.float64), sim
+
+    def fitted(self) -> np.ndarray:
+        """Indices of the targets in ``parts`` (the ones the objective fits)."""
+        return np.concatenate([p[0] for p in self.parts]) if self.parts else np.zeros(0, int)
 
     def residuals(self, sim):
         return misfit(sim, self.observed, self.tolerance, self.log_scale)
 
     def fits(self, sim) -> int:
-        return int(np.sum(np.abs(self.residuals(sim)) <= 1.0))
+        """Targets of ``parts`` within tolerance."""
+        return int(np.sum(np.abs(self.residuals(sim)[self.fitted()]) <= 1.0))
 
 
 @dataclass
@@ -147,7 +158,7 @@ def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
         history.append((step, loss, fits))
         if best is None or loss < best[0]:
             best = (loss, theta, fits)
-        log(f"step {step:4d}  loss {loss:11.4f}  fits {fits}/{len(sim)}  "
+        log(f"step {step:4d}  loss {loss:11.4f}  fits {fits}/{len(objective.fitted())}  "
             f"|grad| {np.linalg.norm(grad):9.3g}  {time.perf_counter() - t0:7.1f} s")
         if step == steps:
             break

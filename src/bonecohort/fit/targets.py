@@ -8,7 +8,12 @@ A targets file (TOML; configs/targets/public.toml documents the format) holds
   horizon, patients, seed), validated by the same code as a study (config.py);
 * ``[[targets]]``: one statistic of one trial: arm (and comparator), site, window, measure,
   observed value and, where the source states a spread, its standard error (``se``) or 95 %
-  interval (``ci95``).
+  interval (``ci95``); optionally ``weight`` (multiplies its squared misfit in the fit
+  objective, default 1) and ``verified`` (the number was checked against the source's text
+  or table, default false).
+
+A trial's ``horizon_years`` may be fractional (WHI E+P: 5.6 years): its patients are simulated
+over the whole years that cover it, and windows and lifetime risks end at it.
 
 Errors name the file, the trial or target and the field, like a study's (exit code 2).
 """
@@ -40,10 +45,17 @@ from bonecohort.model.params import SITE_NAMES
 
 MODEL_SITES = SITE_NAMES
 BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
-FRACTURES = {"hip_fracture": "hip", "any_clinical_fracture": "mof"}
+# Fracture sites of targets -> the kind of first fracture read out (outcomes.hazards.KINDS).
+# "Any clinical fracture" is read as the model's major osteoporotic fractures (the four
+# simulated sites): the shipped epidemiology tables hold no ratio of all clinical fractures
+# to those four, so an arm's ratio is assumed to carry over.
+FRACTURES = {"hip_fracture": "hip", "clinical_vertebral_fracture": "vertebral",
+             "forearm_fracture": "forearm", "humerus_fracture": "humerus",
+             "major_osteoporotic_fracture": "mof", "any_clinical_fracture": "mof"}
 BMD_MEASURES = ("pct_change_within_arm", "pct_change_difference_vs_comparator",
                 "annualized_pct_change")
-MEASURES = BMD_MEASURES + ("hazard_ratio",)
+FRACTURE_MEASURES = ("hazard_ratio", "cumulative_risk", "lifetime_risk")
+MEASURES = BMD_MEASURES + FRACTURE_MEASURES
 NEEDS_COMPARATOR = ("pct_change_difference_vs_comparator", "hazard_ratio")
 ORIGINS = ("entry", "fmp")
 
@@ -52,7 +64,7 @@ HEADER_KEYS = {"name", "description", "source", "tolerance_pp"}
 TRIAL_KEYS = {"name", "description", "horizon_years", "patients", "seed", "population",
               "eligibility", "arms"}
 TARGET_KEYS = {"id", "trial", "arm", "comparator", "site", "model_site", "window", "measure",
-               "observed", "se", "se_from", "ci95", "n", "note", "source"}
+               "observed", "se", "se_from", "ci95", "n", "note", "source", "weight", "verified"}
 WINDOW_KEYS = {"from", "start_years", "end_years"}
 
 
@@ -71,7 +83,8 @@ class Window:
 class Trial:
     name: str
     description: str
-    study: Study  # population, eligibility, arms, horizon, patients, seed
+    study: Study  # population, eligibility, arms, patients, seed; whole years simulated
+    horizon: float  # years of follow-up (may be fractional; study.horizon_years covers it)
 
 
 @dataclass(frozen=True)
@@ -89,10 +102,12 @@ class Target:
     n: int | None
     note: str
     source: str
+    weight: float = 1.0  # multiplies the squared misfit in the fit objective
+    verified: bool = False  # the number was checked against the source's text or table
 
     @property
     def fracture(self) -> str | None:
-        """'hip' or 'mof' for fracture targets."""
+        """The kind of first fracture a fracture target reads (``KINDS``); None for BMD."""
         return FRACTURES.get(self.site)
 
 
@@ -108,8 +123,9 @@ class TargetSet:
     sha256: str
 
     def tolerance(self, target: Target) -> float:
-        """The fit criterion of ``target``: percentage points for BMD measures, the 95 %
-        half-width on the log scale for hazard ratios."""
+        """The fit criterion of ``target``: percentage points for BMD measures and fracture
+        risks (max(tolerance_pp, stated se)), the 95 % half-width on the log scale for hazard
+        ratios."""
         if target.measure == "hazard_ratio":
             return 1.96 * target.se
         return max(self.tolerance_pp, target.se or 0.0)
@@ -119,6 +135,13 @@ class TargetSet:
         if patients is None:
             return self
         return replace(self, trials={k: replace(t, study=t.study.with_overrides(patients=patients))
+                                     for k, t in self.trials.items()})
+
+    def with_seed(self, seed: int | None) -> "TargetSet":
+        """This set with every trial's ``seed`` replaced (None: as in the file)."""
+        if seed is None:
+            return self
+        return replace(self, trials={k: replace(t, study=t.study.with_overrides(seed=seed))
                                      for k, t in self.trials.items()})
 
     def residual(self, target: Target, simulated, xp=np):
@@ -148,7 +171,8 @@ def _parse_trial(raw, path, i, seed, taken) -> Trial:
     for key in ("population", "arms"):
         if key not in raw:
             fail(path, section, key, "missing; a trial needs a population and its arms.")
-    study = {"name": name, "horizon_years": raw.get("horizon_years", 5),
+    horizon = check_number(raw.get("horizon_years", 5), path, section, "horizon_years", 0.1, 70)
+    study = {"name": name, "horizon_years": math.ceil(horizon),
              "patients": raw.get("patients", 2000), "seed": raw.get("seed", seed),
              "description": raw.get("description", "")}
     tables = {"study": study, "population": raw["population"], "arms": raw["arms"]}
@@ -158,16 +182,21 @@ def _parse_trial(raw, path, i, seed, taken) -> Trial:
         parsed = study_from_table(tables, path, repr(sorted(raw.items())))
     except ConfigError as exc:
         raise _relabel(exc, path, section) from None
-    return Trial(name, str(raw.get("description", "")), parsed)
+    return Trial(name, str(raw.get("description", "")), parsed, float(horizon))
 
 
 def _choice(value, path, section, field, choices):
     return check_str(value, path, section, field, set(choices))
 
 
-def _parse_window(raw, path, section, trial: Trial) -> Window:
+def _parse_window(raw, path, section, trial: Trial, measure: str) -> Window:
+    """The window of a target; a lifetime risk's ends at the trial's horizon (``end_years``
+    may be left out), and fracture windows run from entry."""
     raw = table(raw, path, f"{section}.window")
     unknown_keys(raw, WINDOW_KEYS, path, f"{section}.window")
+    horizon = trial.horizon
+    if measure == "lifetime_risk":
+        raw = {"end_years": horizon, **raw}
     for key in WINDOW_KEYS:
         if key not in raw:
             fail(path, section, f"window.{key}", "missing (from = \"entry\" or \"fmp\", "
@@ -177,7 +206,11 @@ def _parse_window(raw, path, section, trial: Trial) -> Window:
     end = check_number(raw["end_years"], path, section, "window.end_years", -30, 70)
     if end <= start:
         fail(path, section, "window.end_years", f"must be after start_years ({start}).")
-    horizon = trial.study.horizon_years
+    if measure == "lifetime_risk" and end != horizon:
+        fail(path, section, "window.end_years", f"a lifetime risk runs to the end of trial "
+             f"'{trial.name}' (horizon_years = {horizon}); leave end_years out.")
+    if measure in FRACTURE_MEASURES and origin != "entry":
+        fail(path, section, "window.from", f"{measure} is read from entry (from = \"entry\").")
     if origin == "entry" and (start < 0 or end > horizon):
         fail(path, section, "window", f"[{start}, {end}] years from entry is outside trial "
               f"'{trial.name}' (0 to horizon_years = {horizon}).")
@@ -200,9 +233,10 @@ def _parse_model_site(raw, path, section, site: str, fracture: bool):
     return _choice(model_site, path, section, "model_site", MODEL_SITES)
 
 
-def _parse_spread(raw, path, section, observed: float, fracture: bool):
+def _parse_spread(raw, path, section, observed: float, measure: str):
     """Standard error of the observed value from ``se`` or ``ci95`` (log scale for hazard
-    ratios); None when the source states neither (BMD targets only)."""
+    ratios, which must state one); None when the source states neither."""
+    log = measure == "hazard_ratio"
     se = None
     if "se" in raw:
         se = check_number(raw["se"], path, section, "se", 1e-6, 100.0)
@@ -213,16 +247,57 @@ def _parse_spread(raw, path, section, observed: float, fracture: bool):
                            for v in ci) or not ci[0] < observed < ci[1]):
             fail(path, section, "ci95", f"expected [low, high] around observed ({observed}), "
                   f"got {ci!r}.")
-        if fracture and ci[0] <= 0:
+        if log and ci[0] <= 0:
             fail(path, section, "ci95", "a hazard ratio's interval must be positive.")
-        se_ci = ((math.log(ci[1]) - math.log(ci[0])) if fracture else (ci[1] - ci[0])) / 3.92
+        se_ci = ((math.log(ci[1]) - math.log(ci[0])) if log else (ci[1] - ci[0])) / 3.92
         if se is not None and not math.isclose(se, se_ci, rel_tol=0.05):
             fail(path, section, "se", f"{se} disagrees with ci95 (which gives {se_ci:.3g}); "
                   "give one of them.")
         se = se_ci
-    if fracture and se is None:
+    if log and se is None:
         fail(path, section, "ci95", "missing; a hazard-ratio target needs its 95 % interval.")
     return se
+
+
+def _parse_arms(raw, path, section, trial: Trial, measure: str):
+    """(arm, comparator) of a target; the comparator only where the measure compares arms."""
+    arms = [a.name for a in trial.study.arms]
+    arm = _choice(raw["arm"], path, section, "arm", arms)
+    if measure not in NEEDS_COMPARATOR:
+        if "comparator" in raw:
+            fail(path, section, "comparator", f"not used by {measure} (within one arm).")
+        return arm, None
+    if "comparator" not in raw:
+        fail(path, section, "comparator", f"missing; {measure} compares two arms of "
+              f"'{trial.name}' ({', '.join(arms)}).")
+    comparator = _choice(raw["comparator"], path, section, "comparator", arms)
+    if comparator == arm:
+        fail(path, section, "comparator", "must differ from arm.")
+    return arm, comparator
+
+
+def _parse_flags(raw, path, section):
+    """(weight, verified): optional per-target fit weight and verification flag."""
+    weight = 1.0
+    if "weight" in raw:
+        weight = check_number(raw["weight"], path, section, "weight", 0.0, 1e6)
+        if weight <= 0:
+            fail(path, section, "weight", f"must be positive (it multiplies the target's "
+                 f"squared misfit in the fit), got {weight!r}.")
+    verified = raw.get("verified", False)
+    if not isinstance(verified, bool):
+        fail(path, section, "verified", f"expected true or false, got {verified!r}.")
+    return float(weight), verified
+
+
+def _parse_trial_ref(raw, path, section, trials: dict) -> Trial:
+    trial = trials.get(raw["trial"]) if isinstance(raw["trial"], str) else None
+    if trial is None:
+        close = difflib.get_close_matches(str(raw["trial"]), sorted(trials), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        fail(path, section, "trial", f"'{raw['trial']}' is not a trial of this file "
+              f"({', '.join(trials)}).{hint}")
+    return trial
 
 
 def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
@@ -230,35 +305,20 @@ def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     for key in ("trial", "arm", "site", "window", "measure", "observed"):
         if key not in raw:
             fail(path, section, key, "missing.")
-    trial = trials.get(raw["trial"]) if isinstance(raw["trial"], str) else None
-    if trial is None:
-        close = difflib.get_close_matches(str(raw["trial"]), sorted(trials), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        fail(path, section, "trial", f"'{raw['trial']}' is not a trial of this file "
-              f"({', '.join(trials)}).{hint}")
-    arms = [a.name for a in trial.study.arms]
-    arm = _choice(raw["arm"], path, section, "arm", arms)
+    trial = _parse_trial_ref(raw, path, section, trials)
     measure = _choice(raw["measure"], path, section, "measure", MEASURES)
-    comparator = None
-    if measure in NEEDS_COMPARATOR:
-        if "comparator" not in raw:
-            fail(path, section, "comparator", f"missing; {measure} compares two arms of "
-                  f"'{trial.name}' ({', '.join(arms)}).")
-        comparator = _choice(raw["comparator"], path, section, "comparator", arms)
-        if comparator == arm:
-            fail(path, section, "comparator", "must differ from arm.")
-    elif "comparator" in raw:
-        fail(path, section, "comparator", f"not used by {measure} (within one arm).")
+    arm, comparator = _parse_arms(raw, path, section, trial, measure)
     site = _choice(raw["site"], path, section, "site", BMD_SITES + tuple(FRACTURES))
     fracture = site in FRACTURES
-    if fracture != (measure == "hazard_ratio"):
+    if fracture != (measure in FRACTURE_MEASURES):
         fail(path, section, "measure", f"{measure} does not apply to site '{site}' (hazard "
-             "ratios are for fracture sites, % changes for BMD sites).")
+             "ratios and risks are for fracture sites, % changes for BMD sites).")
     model_site = _parse_model_site(raw, path, section, site, fracture)
-    window = _parse_window(raw["window"], path, section, trial)
-    lo_obs, hi_obs = (1e-3, 100.0) if fracture else (-100.0, 100.0)
+    window = _parse_window(raw["window"], path, section, trial, measure)
+    lo_obs, hi_obs = {"hazard_ratio": (1e-3, 100.0)}.get(
+        measure, (0.0, 100.0) if fracture else (-100.0, 100.0))
     observed = check_number(raw["observed"], path, section, "observed", lo_obs, hi_obs)
-    se = _parse_spread(raw, path, section, observed, fracture)
+    se = _parse_spread(raw, path, section, observed, measure)
     n = check_int(raw["n"], path, section, "n", 1, 10**7) if "n" in raw else None
     text = {k: raw.get(k, "") for k in ("note", "source", "se_from")}
     for key, value in text.items():
@@ -267,7 +327,8 @@ def _parse_target(raw, path, i, trials: dict, seen: set) -> Target:
     if not text["source"].strip():
         fail(path, section, "source", "missing; every target names its publication.")
     return Target(tid, trial.name, arm, comparator, site, model_site, window, measure,
-                  observed, se, n, text["note"], text["source"])
+                  observed, se, n, text["note"], text["source"],
+                  *_parse_flags(raw, path, section))
 
 
 def parse_targets(text: str, path: str = "<targets>") -> TargetSet:

@@ -7,10 +7,18 @@ from entry is read at its start and end rounded to whole months; a window relati
 FMP at each woman's FMP + start and FMP + end, rounded to whole months after her entry.
 
 Statistics (targets.py, measures): mean per-patient % change of BMD at the model site over
-the window (BMD is proportional to the site's bone volume), the difference of two arms'
-means, the mean divided by the window's years, and, for fractures, the ratio of the mean
-expected first fractures over the trial's horizon (hip, or major osteoporotic fractures for
-"any clinical fracture") in the arm over the comparator.
+the window, the difference of two arms' means, the mean divided by the window's years, and,
+for fractures, from each patient's annual hazards of a first fracture of the target's kind
+and of death (``ArmOutcomes.first_hazards``, ``death_hazard``; outcomes.hazards.
+window_outcomes, partial years weighted by their share):
+
+* hazard_ratio: the ratio between the arms of the first-fracture incidence rate over the
+  target's window, expected first fractures in the window over expected fracture-free
+  person-years alive in it, summed over patients (each weighted by her probability of being
+  alive and fracture-free at the window's start);
+* cumulative_risk: the percent probability of a first fracture within the window, competing
+  with death, among patients alive and fracture-free at its start (same weights);
+* lifetime_risk: the same from the window's start to the end of the trial's horizon.
 
 ``target_value`` works on JAX or numpy arrays, so the same read-out serves validation and
 fitting: ``trial_function`` re-simulates a screened trial's patients (fixed ids, so a fixed
@@ -31,6 +39,7 @@ from bonecohort.cohort import cast_setup, cast_tree, make_chunk_runner, run_pati
 from bonecohort.fit.screening import screen
 from bonecohort.fit.targets import Target, TargetSet, Trial
 from bonecohort.model.params import SITE_NAMES
+from bonecohort.outcomes.hazards import KINDS, window_outcomes
 
 MONTHS = 12
 
@@ -42,19 +51,20 @@ class TrialResult:
     ids: np.ndarray  # (n,) patient ids
     age_entry: np.ndarray  # (n,)
     menopause_age: np.ndarray  # (n,) FMP or oophorectomy (women; +inf-free for men: unused)
-    bv: np.ndarray  # (n, arms, sites, months + 1): BV relative to entry at each month end
-    expected: dict  # 'hip' / 'mof' -> (n, arms) expected first fractures over the horizon
+    bv: np.ndarray  # (n, arms, sites, months + 1): BMD relative to entry at each month end
+    hazards: tuple  # (first-fracture hazards (n, arms, years, kinds), death (n, arms, years));
+    # () without fracture targets
     screened: int
 
 
-def with_month_zero(bv_rel, xp=np):
+def with_month_zero(bmd_rel, xp=np):
     """BV at month ends after entry, (..., months), with month 0 (entry, BV 1) prepended."""
-    return xp.concatenate([xp.ones(bv_rel.shape[:-1] + (1,), bv_rel.dtype), bv_rel], axis=-1)
+    return xp.concatenate([xp.ones(bmd_rel.shape[:-1] + (1,), bmd_rel.dtype), bmd_rel], axis=-1)
 
 
-def expected_fractures(outcomes) -> dict:
-    """Expected first fractures over the horizon per arm, by fracture kind of a target."""
-    return {"hip": outcomes.arms.hip_horizon, "mof": outcomes.arms.mof_horizon}
+def fracture_hazards(outcomes) -> tuple:
+    """Annual hazards of a first fracture of each kind and of death, per patient and arm."""
+    return outcomes.arms.first_hazards, outcomes.arms.death_hazard
 
 
 def _screen(trial: Trial, model, setup, dtype):
@@ -72,8 +82,8 @@ def _screen(trial: Trial, model, setup, dtype):
                          for s in chunks])
     p = res.patients
     return TrialResult(ids, p.age_entry, np.minimum(p.fmp_age, p.surgery_age),
-                       with_month_zero(res.life.bv_rel),
-                       expected_fractures(res.outcomes) if setup else {}, chunks[-1].screened)
+                       with_month_zero(res.life.bmd_rel),
+                       fracture_hazards(res.outcomes) if setup else (), chunks[-1].screened)
 
 
 def window_months(target: Target, res: TrialResult, months: int):
@@ -94,12 +104,30 @@ def window_months(target: Target, res: TrialResult, months: int):
     return start, end
 
 
+def fracture_value(target: Target, arms: list, res: TrialResult, xp=np):
+    """A fracture target's statistic (module docstring) from the trial's hazards."""
+    first, death = res.hazards
+    kind = KINDS.index(target.fracture)
+    w = target.window
+
+    def sums(arm):
+        a = arms.index(arm)
+        at_start, events, time = window_outcomes(first[:, a, :, kind], death[:, a], w.start,
+                                                 w.end, xp)
+        return xp.sum(at_start * events), xp.sum(at_start * time), xp.sum(at_start)
+
+    events, time, at_risk = sums(target.arm)
+    if target.measure == "hazard_ratio":
+        events_c, time_c, _ = sums(target.comparator)
+        return (events / time) / (events_c / time_c)
+    return 100.0 * events / at_risk
+
+
 def target_value(target: Target, trial: Trial, res: TrialResult, xp=np):
     """The simulated statistic of ``target`` (same units as its observed value)."""
     arms = [a.name for a in trial.study.arms]
-    if target.measure == "hazard_ratio":
-        e = res.expected[target.fracture]
-        return xp.mean(e[:, arms.index(target.arm)]) / xp.mean(e[:, arms.index(target.comparator)])
+    if target.fracture:
+        return fracture_value(target, arms, res, xp)
     site = SITE_NAMES.index(target.model_site)
     start, end = window_months(target, res, res.bv.shape[-1] - 1)
     rows = np.arange(len(res.ids))
@@ -120,7 +148,7 @@ def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype
     """Jitted ``model -> (len(targets),)`` simulated statistics of ``targets`` (all of
     ``trial``) on the patients of ``res``. ``steady``: the Pivonka steady state in ``dtype``
     (the core constants are not differentiated); ``setup``: the fracture OutcomeSetup when a
-    target is a hazard ratio (its reference population is held fixed, its fracture constants
+    target reads fractures (its reference population is held fixed, its fracture constants
     are the model's)."""
     study = trial.study
     grid = study.grid._replace(outputs_per_year=MONTHS)
@@ -133,8 +161,8 @@ def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype
         s = None if setup_d is None else setup_d._replace(fracture=model_d.fracture)
         out = jax.vmap(lambda pid: run_patient(seed, pid, study.population, model_d, steady,
                                                study.arms, grid, s))(ids)
-        now = replace(res, bv=with_month_zero(out.life.bv_rel, jnp),
-                      expected=expected_fractures(out.outcomes) if s is not None else {})
+        now = replace(res, bv=with_month_zero(out.life.bmd_rel, jnp),
+                      hazards=fracture_hazards(out.outcomes) if s is not None else ())
         return jnp.stack([target_value(t, trial, now, jnp) for t in targets])
 
     return jax.jit(values)

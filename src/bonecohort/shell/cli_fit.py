@@ -85,12 +85,14 @@ PARAMS_HELP = ("Parameter file (written by `calibrate`) applied to the hand-set 
 @click.argument("targets", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--params", type=click.Path(dir_okay=False, path_type=Path), help=PARAMS_HELP)
 @click.option("--patients", type=int, help="Patients per trial (overrides the file).")
+@click.option("--seed", type=int, help="Seed of every trial's virtual patients (overrides "
+              "the file; the same seed gives the same patients).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for validation.parquet, validation.csv and validation.svg "
               "(default: runs/validate-<target set name>).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the table.")
-def validate(targets, params, patients, out, force, quiet):
+def validate(targets, params, patients, seed, out, force, quiet):
     """Simulate the virtual trials of a TARGETS file (configs/targets/public.toml documents
     the format) and print one row per target: observed, simulated, difference, z-score and
     whether it lies within its tolerance. Writes the table (parquet and CSV) and a plot of
@@ -98,7 +100,7 @@ def validate(targets, params, patients, out, force, quiet):
     OUT is refused without --force, and the files are written in .OUT.partial, renamed to OUT
     when complete. Exit codes as for `run`.
 
-    Example: bonecohort validate configs/targets/public.toml --patients 500
+    Example: bonecohort validate configs/targets/public.toml --patients 500 --seed 7
     """
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import output_dir
@@ -112,7 +114,7 @@ def validate(targets, params, patients, out, force, quiet):
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     _persistent_compilation_cache()
     with _bad_input_exits(targets), command_errors():
-        ts = load_targets(targets)
+        ts = load_targets(targets).with_seed(seed)
         _check_patients(patients)
         model = _model_from(params)
         out = out or Path("runs") / f"validate-{ts.name}"

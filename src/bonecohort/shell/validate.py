@@ -1,7 +1,8 @@
 """`bonecohort validate`: every target of a targets file against the model (host side).
 
-One row per target: observed, simulated, difference, the fit tolerance, z-score and whether
-it fits. For BMD targets the tolerance is max(tolerance_pp, stated se) percentage points and
+One row per target: observed, simulated, difference, the fit tolerance, z-score, whether it
+fits, its fit weight and whether its number was verified in the source. For BMD targets and
+fracture risks the tolerance is max(tolerance_pp, stated se) percentage points and
 z = difference / (stated se, else tolerance_pp). For hazard ratios both are on the log
 scale: z = (log simulated - log observed) / se(log HR), and the target fits if the simulated
 ratio lies inside the published 95 % interval.
@@ -31,9 +32,11 @@ from bonecohort.shell.report import figure
 
 @with_x64
 def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
-                     log=lambda m: None) -> pl.DataFrame:
+                     log=lambda m: None, seed=None) -> pl.DataFrame:
+    """Every target of ``ts`` against ``model``; ``patients`` and ``seed`` override those of
+    every trial (None: as in the file)."""
     model = default_model() if model is None else model
-    ts = ts.with_patients(patients)
+    ts = ts.with_patients(patients).with_seed(seed)
     results = run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
                          jnp.float32, log)
     rows = []
@@ -50,14 +53,16 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
                      "site": t.site, "model_site": t.model_site, "measure": t.measure,
                      "window": f"{t.window.origin} {t.window.start:+g} to {t.window.end:+g} y",
                      "observed": t.observed, "simulated": sim, "difference": diff,
-                     "tolerance": tol, "z": z, "fits": fits,
-                     "patients": ts.trials[t.trial].study.patients, "source": t.source})
+                     "tolerance": tol, "z": z, "fits": fits, "weight": t.weight,
+                     "verified": t.verified, "patients": ts.trials[t.trial].study.patients,
+                     "seed": ts.trials[t.trial].study.seed, "source": t.source})
     return pl.DataFrame(rows)
 
 
 def plot_validation(table: pl.DataFrame, path: Path):
-    """Simulated against observed, one point per target, identity line; BMD and hazard
-    ratios in two panels; written to ``path`` as SVG."""
+    """Simulated against observed, one point per target, identity line; hazard ratios in
+    one panel, BMD changes and fracture risks (all in %) in the other; written to ``path`` as
+    SVG."""
     fig, axes = figure(1, 2, figsize=(11, 5), gridspec_kw={"width_ratios": [3, 1]})
     for ax, hr in zip(axes, (False, True)):
         part = table.filter((pl.col("measure") == "hazard_ratio") == hr)
@@ -74,9 +79,9 @@ def plot_validation(table: pl.DataFrame, path: Path):
         lo = min(part["observed"].min(), part["simulated"].min())
         hi = max(part["observed"].max(), part["simulated"].max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
-        ax.set_xlabel("observed" + (" hazard ratio" if hr else " (% BMD change)"))
+        ax.set_xlabel("observed" + (" hazard ratio" if hr else " (% BMD change or % risk)"))
         ax.set_ylabel("simulated")
-        ax.set_title("fracture hazard ratios" if hr else "BMD targets")
+        ax.set_title("fracture hazard ratios" if hr else "BMD and fracture-risk targets")
         ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="svg"))
@@ -95,14 +100,21 @@ def write_validation(table: pl.DataFrame, folder: Path):
 
 
 def format_table(table: pl.DataFrame) -> str:
-    lines = [f"{'id':<6} {'measure':<36} {'site':<22} {'observed':>9} {'simulated':>9} "
+    lines = [f"{'id':<6} {'measure':<36} {'site':<27} {'observed':>9} {'simulated':>9} "
              f"{'diff':>7} {'z':>6}  fits"]
     for r in table.iter_rows(named=True):
-        lines.append(f"{r['id']:<6} {r['measure']:<36} {r['site']:<22} {r['observed']:>9.2f} "
+        lines.append(f"{r['id']:<6} {r['measure']:<36} {r['site']:<27} {r['observed']:>9.2f} "
                      f"{r['simulated']:>9.2f} {r['difference']:>7.2f} {r['z']:>6.2f}  "
                      f"{'yes' if r['fits'] else 'no'}")
-    bmd = table.filter(pl.col("measure") != "hazard_ratio")
-    lines.append(f"{int(bmd['fits'].sum())} of {bmd.height} BMD targets within tolerance; "
-                 f"{int(table.filter(pl.col('measure') == 'hazard_ratio')['fits'].sum())} of "
-                 f"{table.height - bmd.height} hazard ratios inside their 95 % interval.")
+    kinds = pl.col("measure").replace_strict(
+        {"hazard_ratio": "hr", "cumulative_risk": "risk", "lifetime_risk": "risk"},
+        default="bmd")
+
+    def count(kind):
+        part = table.filter(kinds == kind)
+        return f"{int(part['fits'].sum())} of {part.height}"
+
+    lines.append(f"{count('bmd')} BMD targets within tolerance; {count('hr')} hazard ratios "
+                 f"inside their 95 % interval; {count('risk')} fracture risks within "
+                 "tolerance.")
     return "\n".join(lines)
