@@ -277,9 +277,10 @@ def compare(runs, out):
 
 def _register():
     from bonecohort.shell.cli_bench import bench
+    from bonecohort.shell.cli_crossval import crossvalidate
     from bonecohort.shell.cli_fit import calibrate, validate
 
-    for command in (bench, validate, calibrate):
+    for command in (bench, validate, calibrate, crossvalidate):
         main.add_command(command)
 
 

@@ -144,9 +144,12 @@ def validate(targets, params, patients, seed, out, force, quiet):
               "coordinates; 0 turns the prior off.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
+@click.option("--holdout", default=None,
+              help="Comma-separated trials left out of the fit; their targets are predicted "
+              "and printed after it (leave-one-trial-out: `bonecohort crossvalidate`).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT file.")
 def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_sd, dtype,
-              force):
+              holdout, force):
     """Fit the uncertain constants to the TARGETS file by gradients through the virtual
     trials (jax.grad, optax Adam) on a fixed virtual population, print progress, and write the
     fitted constants with provenance (targets hash, loss before and after, optimizer, date,
@@ -157,6 +160,7 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     import jax.numpy as jnp
 
     from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
+    from bonecohort.fit.crossval import without
     from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import atomic_write
@@ -180,7 +184,8 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
                 raise ConfigError(f"--free: {exc}.") from None
             dt = jnp.dtype(dtype)
             objective = Objective(ts, model, frees, dt, prior_sd or None, log)
-            result = fit(objective, steps, learning_rate, log)
+            held = _holdout(objective, holdout)
+            result = fit(without(objective, held), steps, learning_rate, log)
     except FloatingPointError as exc:
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
@@ -199,3 +204,26 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
     click.echo(f"loss {result.loss_start:.4g} -> {result.loss:.4g}; targets within tolerance "
                f"{result.fits_start} -> {result.fits} of {len(ts.targets)}")
     click.echo(f"written: {out}")
+    if held:
+        _print_held_out(objective, held, result.theta)
+
+
+def _holdout(objective, names):
+    """The trials named by ``--holdout`` (a ConfigError for an unknown one)."""
+    held = [n.strip() for n in (names or "").split(",") if n.strip()]
+    unknown = sorted(set(held) - {p[2] for p in objective.parts})
+    if unknown:
+        raise ConfigError(f"--holdout: no trial with targets named {', '.join(unknown)} "
+                          f"(trials: {', '.join(p[2] for p in objective.parts)}).")
+    return held
+
+
+def _print_held_out(objective, held, theta):
+    from bonecohort.fit.crossval import only
+
+    sim = only(objective, held)(theta, with_prior=False)[2]
+    for i in only(objective, held).fitted():
+        t = objective.ts.targets[i]
+        r = float(objective.ts.residual(t, sim[i]))
+        click.echo(f"held out {t.id:<6} {t.trial:<22} observed {t.observed:8.2f}  predicted "
+                   f"{sim[i]:8.2f}  {'fits' if abs(r) <= 1 else 'misses'}")
