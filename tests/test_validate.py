@@ -91,3 +91,58 @@ def test_validate_refuses_a_bad_targets_file(tmp_path):
     res = CliRunner().invoke(main, ["validate", str(path), "--out", str(tmp_path / "v")])
     assert res.exit_code == 2 and "Did you mean 'early postmenopause'" in res.output
     assert not (tmp_path / "v").exists()
+
+
+FRACTURES = TARGETS.replace("horizon_years = 3\npatients = 150", "horizon_years = 7\npatients = 60"
+                            ).replace("duration_years = 3", "duration_years = 2").replace(
+    "age_min = 50\n  age_max = 56", "age_min = 62\n  age_max = 70").replace(
+    "years_since_menopause_min = 0.5", "years_since_menopause_min = 5") + "".join(
+    f"""
+[[targets]]
+id = "{tid}"
+trial = "early postmenopause"
+arm = "estradiol"
+{'comparator = "placebo"' if measure == "hazard_ratio" else ""}
+site = "{site}"
+window = {{ from = "entry", start_years = {start}{f", end_years = {end}" if end else ""} }}
+measure = "{measure}"
+observed = {0.7 if measure == "hazard_ratio" else 5.0}
+{"ci95 = [0.5, 0.9]" if measure == "hazard_ratio" else ""}
+source = "test"
+""" for tid, site, measure, start, end in (
+        ("HR01", "hip_fracture", "hazard_ratio", 0, 1),
+        ("HR57", "hip_fracture", "hazard_ratio", 5, 7),
+        ("HR07", "hip_fracture", "hazard_ratio", 0, 7),
+        ("VERT", "clinical_vertebral_fracture", "hazard_ratio", 0, 2),
+        ("CUM2", "major_osteoporotic_fracture", "cumulative_risk", 0, 2),
+        ("CUM7", "major_osteoporotic_fracture", "cumulative_risk", 0, 7),
+        ("LIFE", "major_osteoporotic_fracture", "lifetime_risk", 0, None)))
+
+
+def test_fracture_targets_and_seed(tmp_path):
+    """Hazard ratios over windows 0-1, 5-7 and 0-7 differ (estradiol for 2 years: its effect
+    fades after stopping); risks rise with the window; --seed gives other patients, the same
+    ones each time."""
+    path = tmp_path / "fx.toml"
+    path.write_text(FRACTURES)
+
+    def run(out, *extra):
+        res = CliRunner().invoke(main, ["validate", str(path), "--out", str(tmp_path / out),
+                                        "-q", *extra])
+        assert res.exit_code == 0, res.output
+        table = pl.read_parquet(tmp_path / out / "validation.parquet")
+        return table, dict(zip(table["id"], table["simulated"]))
+
+    table, sim = run("a", "--seed", "3")
+    assert set(table["seed"]) == {3} and set(table["verified"]) == {False}
+    assert sim["HR01"] < 1.0 and sim["VERT"] < 1.0
+    assert len({round(sim[k], 4) for k in ("HR01", "HR57", "HR07")}) == 3
+    assert sim["HR01"] < sim["HR07"] < sim["HR57"]
+    assert 0 < sim["CUM2"] < sim["CUM7"] == sim["LIFE"]
+    again = run("b", "--seed", "3")[1]
+    other = run("c", "--seed", "4")[1]
+    assert again == sim
+    assert other["LOSS"] != sim["LOSS"]
+    res = CliRunner().invoke(main, ["validate", str(path), "--seed", "-1", "--out",
+                                    str(tmp_path / "d")])
+    assert res.exit_code == 2 and "--seed" in res.output
