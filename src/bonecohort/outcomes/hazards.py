@@ -21,8 +21,9 @@ Fracture hazard at site s (hip, clinical vertebral, forearm, humerus), FRAX-styl
   (``site_tscores``): the patient's peak femoral-neck T-score (her or his position at peak
   bone mass, taken to hold at both sites) plus the spine's change from peak in units of the
   young-adult spine SD as a fraction of its mean, ``CV_SPINE`` = 0.106 / 1.064 (NHANES
-  2005-2008 lumbar spine, women aged 21-30, g/cm2, as tabulated by Varatharajan 2026 Front
-  Endocrinol 17:1748490, Table 3; Hologic's L1-L4 reference, ~1.047 +- 0.110, gives 0.105).
+  lumbar-spine reference, women aged 21-30, mean (SD) in g/cm2, as tabulated by Varatharajan
+  2026 Front Endocrinol 17:1748490, Table 3; the Hologic L1-L4 young-women reference usually
+  quoted, ~1.047 +- 0.110, not checked here, gives 0.105).
 * GR_hip(age): gradient of hip-fracture risk per SD of femoral-neck BMD, 3.68 / 3.07 / 2.78 /
   2.28 / 1.70 at ages 50 / 60 / 70 / 80 / 90 (Johnell 2005 J Bone Miner Res 20:1185; 2.88 in
   women and 2.94 in men at 65), log-interpolated. GR_vertebral = 2.3 per SD of spine BMD at
@@ -54,7 +55,9 @@ population level and ignored.
 
 Two kinds of outcome:
 * expected: probabilities of a first hip / first major osteoporotic fracture (MOF) with
-  competing mortality, integrated year by year (the FRAX quantity);
+  competing mortality, integrated year by year (the FRAX quantity), and the annual hazards of
+  a first fracture of each kind from which trials read hazard ratios and risks over any
+  window (``window_outcomes``);
 * sampled (events.py): events drawn with uniforms that depend only on the patient and the
   year, the same in every arm (common random numbers: identical arms give identical events).
 """
@@ -88,8 +91,8 @@ N_SITES = len(FractureSite)
 # clinical vertebral fractures, the femoral neck for the others (Marshall 1996).
 DRIVING_SITE = tuple(Site.LUMBAR_SPINE if s == FractureSite.VERTEBRAL else Site.FEMORAL_NECK
                      for s in FractureSite)
-# Young-adult lumbar-spine BMD SD over its mean (NHANES 2005-2008, women 21-30: 0.106 / 1.064
-# g/cm2; see the module docstring), the unit of spine T-scores relative to peak bone mass.
+# Young-adult lumbar-spine BMD SD over its mean (NHANES, women 21-30: 0.106 / 1.064 g/cm2;
+# see the module docstring), the unit of spine T-scores relative to peak bone mass.
 CV_SPINE = 0.106 / 1.064
 # Kinds of first fracture read out for trials: each site, and MOF (the first of any of them).
 KINDS = tuple(s.key for s in FractureSite) + ("mof",)
