@@ -224,3 +224,13 @@ def test_fractional_horizon_and_fracture_windows():
     with pytest.raises(ConfigError, match="window.from"):
         parse_targets(text + fracture_target("R", "cumulative_risk", 0, 2).replace(
             'from = "entry"', 'from = "fmp"'), "f.toml")
+
+
+def test_the_shipped_file_documents_every_measure_field_and_site():
+    from bonecohort.data import TARGETS_DIR
+    from bonecohort.fit.targets import FRACTURES, MEASURES, TARGET_KEYS
+
+    text = (TARGETS_DIR / "public.toml").read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    for word in (*MEASURES, *TARGET_KEYS, *FRACTURES, "horizon_years", "tolerance_pp"):
+        assert word in header, word
