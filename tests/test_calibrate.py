@@ -131,9 +131,14 @@ ci95 = [0.6, 1.1]
 source = "test"
 """
 
+# Across hormones, both sites, the memory mechanisms (remodeling space, mineralization, set
+# point), an agent's exposure and the fracture read-out.
 GRAD_FREE = ("hormones.rho_L,hormones.delta_E,sites.turnover.lumbar_spine,"
-             "sites.mech_gain.femoral_neck,sites.er_gain.femoral_neck,fracture.gamma")
-RECOVER_FREE = "hormones.rho_L,sites.turnover.lumbar_spine,sites.mech_gain.lumbar_spine"
+             "sites.mech_gain.femoral_neck,sites.er_gain.femoral_neck,fracture.gamma.hip,"
+             "sites.formation_lag.lumbar_spine,sites.secondary_rate.femoral_neck,"
+             "sites.set_point_rate.lumbar_spine,agents.exposure.estradiol.transdermal")
+RECOVER_FREE = ("hormones.rho_L,sites.mech_gain.lumbar_spine,sites.formation_lag.lumbar_spine,"
+                "agents.exposure.estradiol.transdermal")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +153,8 @@ def objective(mini):
 
 
 def test_gradient_matches_central_finite_differences(objective):
-    theta = np.asarray(objective.theta0) + np.array([0.1, -0.2, 0.1, -0.1, 0.2, 0.1])
+    theta = np.asarray(objective.theta0) + np.array([0.1, -0.2, 0.1, -0.1, 0.2, 0.1, 0.2, -0.1,
+                                                      0.1, -0.1])
     loss, grad, sim = objective(theta)
     assert np.all(np.isfinite(sim)) and loss > 0
     h = 1e-5
@@ -164,7 +170,7 @@ def test_known_constants_are_recovered_from_their_own_targets(mini):
     frees = parse_free(RECOVER_FREE, model)
     truth = Objective(mini, model, frees, jnp.float64, prior_sd=None)
     _, _, simulated = truth(truth.theta0)
-    start = truth.theta0 + np.log(np.array([1.2, 0.8, 1.2]))
+    start = truth.theta0 + np.log(np.array([1.2, 0.8, 1.2, 0.8]))
     result = fit(truth.retarget(simulated), steps=300, learning_rate=0.1, theta=start)
     assert result.loss < 1e-6 * result.loss_start
     for f in frees:
