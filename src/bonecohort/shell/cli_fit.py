@@ -104,9 +104,10 @@ def validate(targets, params, patients, seed, out, force, quiet):
     """
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import output_dir
+    from bonecohort.shell.curves import trial_curves
     from bonecohort.shell.validate import (
-        VALIDATION_FILES,
         format_table,
+        simulate_trials,
         validation_table,
         write_validation,
     )
@@ -119,10 +120,11 @@ def validate(targets, params, patients, seed, out, force, quiet):
         model = _model_from(params)
         out = out or Path("runs") / f"validate-{ts.name}"
         with output_dir(out, force, rerun="run the same command again") as work:
-            table = validation_table(ts, model, patients=patients, log=log)
-            write_validation(table, work)
+            ts, results = simulate_trials(ts, model, patients, log)
+            table = validation_table(ts, results=results)
+            written = write_validation(table, work, trial_curves(ts, results), ts)
     click.echo(format_table(table))
-    click.echo(f"written: {out}/{', '.join(VALIDATION_FILES)}")
+    click.echo(f"written: {out}/{', '.join(written)}")
 
 
 @click.command()
@@ -133,7 +135,7 @@ def validate(targets, params, patients, seed, out, force, quiet):
               help="Parameter file to start from (default: the hand-set constants).")
 @click.option("--free", "free", default=None,
               help="Comma-separated constants to fit, e.g. hormones.rho_L,"
-              "sites.turnover.lumbar_spine (default: the 15 of parameters.DEFAULT_FREE).")
+              "sites.turnover.lumbar_spine (default: parameters.DEFAULT_FREE).")
 @click.option("--patients", type=int, default=128, show_default=True,
               help="Patients per trial (overrides the file).")
 @click.option("--steps", type=int, default=150, show_default=True, help="Adam steps.")

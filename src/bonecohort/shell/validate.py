@@ -27,18 +27,28 @@ from bonecohort.fit.trials import run_trials, target_value
 from bonecohort.io import atomic_write, write_parquet
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
+from bonecohort.shell.curves import plot_offsets
 from bonecohort.shell.report import figure
 
 
 @with_x64
-def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
-                     log=lambda m: None, seed=None) -> pl.DataFrame:
-    """Every target of ``ts`` against ``model``; ``patients`` and ``seed`` override those of
-    every trial (None: as in the file)."""
+def simulate_trials(ts: TargetSet, model: ModelParams | None = None, patients=None,
+                    log=lambda m: None, seed=None):
+    """(the target set as simulated, ``TrialResult`` per trial) of ``ts`` under ``model``;
+    ``patients`` and ``seed`` override those of every trial (None: as in the file)."""
     model = default_model() if model is None else model
     ts = ts.with_patients(patients).with_seed(seed)
-    results = run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
-                         jnp.float32, log)
+    return ts, run_trials(ts, model, lambda trial: outcome_setup(trial.study.outcomes, model),
+                          jnp.float32, log)
+
+
+@with_x64
+def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=None,
+                     log=lambda m: None, seed=None, results=None) -> pl.DataFrame:
+    """Every target of ``ts`` against ``model`` (``simulate_trials``), or against the
+    trials already simulated in ``results``."""
+    if results is None:
+        ts, results = simulate_trials(ts, model, patients, log, seed)
     rows = []
     for t in ts.targets:
         sim = float(target_value(t, ts.trials[t.trial], results[t.trial]))
@@ -88,15 +98,26 @@ def plot_validation(table: pl.DataFrame, path: Path):
 
 
 VALIDATION_FILES = ("validation.parquet", "validation.csv", "validation.svg")
+CURVE_FILES = ("curves.parquet", "offsets.svg")
 
 
-def write_validation(table: pl.DataFrame, folder: Path):
+def write_validation(table: pl.DataFrame, folder: Path, curves: pl.DataFrame | None = None,
+                     ts: TargetSet | None = None) -> list:
     """The table as ``validation.parquet`` and ``validation.csv`` and its plot as
-    ``validation.svg`` in ``folder``."""
+    ``validation.svg`` in ``folder``; with ``curves`` (shell/curves.py) also
+    ``curves.parquet`` and, where ``ts`` has offset targets, ``offsets.svg``. Returns the
+    names written."""
     parquet, csv, svg = (folder / name for name in VALIDATION_FILES)
     write_parquet(parquet, table)
     atomic_write(csv, table.write_csv())
     plot_validation(table, svg)
+    written = list(VALIDATION_FILES)
+    if curves is not None:
+        write_parquet(folder / CURVE_FILES[0], curves)
+        written.append(CURVE_FILES[0])
+        if ts is not None and plot_offsets(curves, ts, folder / CURVE_FILES[1]):
+            written.append(CURVE_FILES[1])
+    return written
 
 
 def format_table(table: pl.DataFrame) -> str:
