@@ -26,7 +26,7 @@ import datetime as _dt
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 
 import jax
@@ -56,12 +56,15 @@ class Objective:
             setups[trial.name] = outcome_setup(trial.study.outcomes, start)
             return setups[trial.name]
 
-        self.screened = run_trials(ts, start, setup_for, dtype, log)
+        fitted = {t.trial for t in ts.targets if t.weight > 0}  # weight 0: reported only
+        self.screened = run_trials(
+            replace(ts, trials={k: v for k, v in ts.trials.items() if k in fitted}),
+            start, setup_for, dtype, log)
         steady = reference_steady_state(start, dtype)
         self.parts = []  # (target indices, jitted value-and-grad)
         for name, trial in ts.trials.items():
-            idx = [i for i, t in enumerate(ts.targets) if t.trial == name]
-            if idx:
+            idx = [i for i, t in enumerate(ts.targets) if t.trial == name and t.weight > 0]
+            if idx and name in fitted:
                 values = trial_function(trial, [ts.targets[i] for i in idx],
                                         self.screened[name], setups.get(name), steady, dtype)
                 self.parts.append((np.asarray(idx), self._part(values), name))
@@ -117,7 +120,9 @@ class Objective:
 
     def fits(self, sim) -> int:
         """Targets of ``parts`` within tolerance."""
-        return int(np.sum(np.abs(self.residuals(sim)[self.fitted()]) <= 1.0))
+        i = self.fitted()
+        r = misfit(np.asarray(sim)[i], self.observed[i], self.tolerance[i], self.log_scale[i])
+        return int(np.sum(np.abs(r) <= 1.0))
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""Leave-one-trial-out cross-validation: a held-out trial's targets never reach its fold's fit,
+and its predictions are the simulation at the fold's constants."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonecohort.fit.calibrate import Objective, parse_free
+from bonecohort.fit.crossval import cross_validate, fold_table, only, without
+from bonecohort.fit.parameters import default_model
+from bonecohort.fit.targets import parse_targets
+from test_calibrate import TARGETS
+
+# Two trials: the mini trial of test_calibrate, and a copy of it under another name and seed.
+SECOND = TARGETS.split("[[trials]]", 1)[1].split("[[targets]]", 1)[0]
+SECOND = "[[trials]]" + SECOND.replace('name = "early postmenopause"', 'name = "copy"', 1)
+TWO = TARGETS + "\n" + SECOND + """
+[[targets]]
+id = "COPY"
+trial = "copy"
+arm = "estradiol"
+comparator = "placebo"
+site = "lumbar_spine"
+window = { from = "entry", start_years = 0.0, end_years = 2.0 }
+measure = "pct_change_difference_vs_comparator"
+observed = 4.0
+source = "test"
+"""
+FREE = "hormones.rho_L,sites.turnover.lumbar_spine"
+
+
+@pytest.fixture(scope="module")
+def objective():
+    ts = parse_targets(TWO, "two.toml")
+    model = default_model()
+    return Objective(ts, model, parse_free(FREE, model), jnp.float64, prior_sd=1.0)
+
+
+def test_a_fold_never_sees_its_held_out_targets(objective):
+    theta = np.asarray(objective.theta0) + 0.1
+    folds = cross_validate(objective, theta, steps=4, learning_rate=0.05, trials=["copy"])
+    moved = objective.retarget(objective.observed + np.where(
+        [t.trial == "copy" for t in objective.ts.targets], 3.0, 0.0))
+    again = cross_validate(moved, theta, steps=4, learning_rate=0.05, trials=["copy"])
+    np.testing.assert_array_equal(folds[0].theta, again[0].theta)
+    # while the all-trials objective does depend on them
+    assert objective(theta)[0] != moved(theta)[0]
+
+
+def test_held_out_values_are_the_simulation_at_the_fold_constants(objective):
+    theta = np.asarray(objective.theta0)
+    fold = cross_validate(objective, theta, steps=3, learning_rate=0.05,
+                          trials=["early postmenopause"])[0]
+    sim = only(objective, ["early postmenopause"])(fold.theta, with_prior=False)[2]
+    np.testing.assert_allclose(fold.held_out, sim[fold.targets])
+    assert set(fold.targets) == {i for i, t in enumerate(objective.ts.targets)
+                                 if t.trial == "early postmenopause"}
+    rows = fold_table(objective, objective(theta)[2], [fold])
+    assert [r["id"] for r in rows] == [objective.ts.targets[i].id for i in fold.targets]
+    assert all(r["fits_held_out"] == (abs(r["r_held_out"]) <= 1) for r in rows)
+
+
+def test_without_and_only_split_the_objective(objective):
+    theta = np.asarray(objective.theta0)
+    a = without(objective, ["copy"])(theta, with_prior=False)[0]
+    b = only(objective, ["copy"])(theta, with_prior=False)[0]
+    assert a + b == pytest.approx(objective(theta, with_prior=False)[0])
