@@ -176,7 +176,7 @@ def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
 
 
 def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_rate: float,
-               dtype, start: str = "the hand-set constants") -> dict:
+               dtype, start: str = "the hand-set constants", init: str | None = None) -> dict:
     """What a parameter file records about how it was fitted."""
     versions = {"python": platform.python_version()}
     for pkg in ("bonecohort", "jax", "jaxlib", "optax", "numpy"):
@@ -187,7 +187,7 @@ def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_
     return {
         "targets": ts.path, "targets_name": ts.name, "targets_sha256": ts.sha256,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "start": start,
+        "start": start, "optimizer_start": init or start,
         "objective": "sum of squared misfits in units of each target's tolerance "
                      "+ Gaussian prior on the unconstrained coordinates",
         "prior_sd": objective.prior_sd if objective.prior_sd is not None else "none",

@@ -133,6 +133,9 @@ def validate(targets, params, patients, seed, out, force, quiet):
               help="Parameter file to write (TOML), e.g. configs/parameters/NAME.toml.")
 @click.option("--start", type=click.Path(dir_okay=False, path_type=Path),
               help="Parameter file to start from (default: the hand-set constants).")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path),
+              help="Parameter file whose constants the optimizer starts from (a warm start); "
+              "the prior stays centred on --start.")
 @click.option("--free", "free", default=None,
               help="Comma-separated constants to fit, e.g. hormones.rho_L,"
               "sites.turnover.lumbar_spine (default: parameters.DEFAULT_FREE).")
@@ -150,8 +153,8 @@ def validate(targets, params, patients, seed, out, force, quiet):
               help="Comma-separated trials left out of the fit; their targets are predicted "
               "and printed after it (leave-one-trial-out: `bonecohort crossvalidate`).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT file.")
-def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_sd, dtype,
-              holdout, force):
+def calibrate(targets, out, start, init, free, patients, steps, learning_rate, prior_sd,
+              dtype, holdout, force):
     """Fit the uncertain constants to the TARGETS file by gradients through the virtual
     trials (jax.grad, optax Adam) on a fixed virtual population, print progress, and write the
     fitted constants with provenance (targets hash, loss before and after, optimizer, date,
@@ -163,7 +166,7 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
 
     from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
     from bonecohort.fit.crossval import without
-    from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters
+    from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters, to_theta
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import atomic_write
     from bonecohort.model.params import hand_set_model
@@ -187,13 +190,15 @@ def calibrate(targets, out, start, free, patients, steps, learning_rate, prior_s
             dt = jnp.dtype(dtype)
             objective = Objective(ts, model, frees, dt, prior_sd or None, log)
             held = _holdout(objective, holdout)
-            result = fit(without(objective, held), steps, learning_rate, log)
+            theta = to_theta(_model_from(init), frees) if init else None
+            result = fit(without(objective, held), steps, learning_rate, log, theta)
     except FloatingPointError as exc:
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
     text = format_parameters(result.model, frees,
                              provenance(ts, result, objective, learning_rate, dt,
-                                        str(start) if start else "the hand-set constants"))
+                                        str(start) if start else "the hand-set constants",
+                                        str(init) if init else None))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, text)
