@@ -6,11 +6,12 @@ that never saw its trial. The in-sample value of the same target comes from the 
 trials. Both use the same virtual patients (each trial screened once with the starting
 constants, ``calibrate.Objective``), so in-sample and held-out differ only by what the fit saw.
 
-Each fold starts from the all-trials fit (``start_theta``) and runs ``steps`` more Adam steps
-on the objective without T, prior unchanged (centred on the hand-set constants): a warm start
-that is cheap enough to run every fold, and reported as such. A fold whose objective stops
-improving has moved the constants to where the remaining trials want them; a fold that is cut
-short by ``steps`` is biased toward the in-sample answer, so the fold's loss history is kept.
+Each fold runs ``steps`` Adam steps on the objective without T, prior unchanged (centred on
+the hand-set constants), from one of two starts:
+* cold (``start_theta=None``): the hand-set constants, exactly as the all-trials fit started,
+  so nothing of T reaches the fold (the honest estimate; the README reports this one);
+* warm: the all-trials fit, cheaper, but a fold cut short by ``steps`` stays biased toward
+  the in-sample answer (the fold's loss history is kept to judge that).
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ class Fold:
 
 def cross_validate(objective: Objective, start_theta, steps: int = 40,
                    learning_rate: float = 0.02, log=lambda m: None, trials=None) -> list:
-    """One ``Fold`` per trial with targets (or per name in ``trials``)."""
+    """One ``Fold`` per trial with fitted targets (or per name in ``trials``), each refitted
+    from ``start_theta`` (None: the objective's start, a cold fold)."""
     folds = []
     names = [p[2] for p in objective.parts] if trials is None else list(trials)
     for name in names:
-        log(f"fold '{name}': refit without it ({steps} steps from the all-trials fit)")
+        origin = "the hand-set constants" if start_theta is None else "the all-trials fit"
+        log(f"fold '{name}': refit without it ({steps} steps from {origin})")
         sub = without(objective, [name])
         result = fit(sub, steps, learning_rate, lambda m: log("  " + m), theta=start_theta)
         held = only(objective, [name])
