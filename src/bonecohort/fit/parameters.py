@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bonecohort.cohort import with_x64
 from bonecohort.config import ConfigError
 from bonecohort.data import SHIPPED_PARAMETERS
 from bonecohort.model.params import SITE_NAMES, ModelParams, hand_set_model
@@ -193,6 +194,7 @@ def _agent_default(field: str, key: list):
     return None
 
 
+@with_x64
 def to_theta(model, frees):
     """Unconstrained coordinates of ``frees`` in ``model`` (a float64 vector)."""
     return jnp.stack([f.to_unconstrained(jnp.asarray(get_value(model, f), jnp.float64))
