@@ -433,7 +433,7 @@ def test_validate_writes_through_a_work_directory_and_replaces_with_force(tmp_pa
     res = CliRunner().invoke(main, ["validate", str(targets), "--out", str(out), "--force", "-q"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "validation.csv", "validation.parquet", "validation.svg"]
+        "curves.parquet", "validation.csv", "validation.parquet", "validation.svg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".v.lock", "mini.toml", "v"]
 
 

@@ -65,3 +65,12 @@ def test_without_and_only_split_the_objective(objective):
     a = without(objective, ["copy"])(theta, with_prior=False)[0]
     b = only(objective, ["copy"])(theta, with_prior=False)[0]
     assert a + b == pytest.approx(objective(theta, with_prior=False)[0])
+
+
+def test_a_target_of_weight_zero_is_reported_but_not_fitted():
+    text = TWO.replace('id = "COPY"', 'id = "COPY"\nweight = 0', 1)
+    ts = parse_targets(text, "two.toml")
+    model = default_model()
+    objective = Objective(ts, model, parse_free(FREE, model), jnp.float64, prior_sd=None)
+    assert [p[2] for p in objective.parts] == ["early postmenopause"]
+    assert "COPY" not in {ts.targets[i].id for i in objective.fitted()}

@@ -196,7 +196,7 @@ def test_weight_and_verified_flags():
 
 
 BAD = {
-    "zero weight": ("weight = 0\n", "weight: must be positive"),
+    "negative weight": ("weight = -1\n", "weight: must be between 0.0 and"),
     "text weight": ('weight = "heavy"\n', "weight: expected a finite number"),
     "verified text": ('verified = "yes"\n', "verified: expected true or false"),
 }

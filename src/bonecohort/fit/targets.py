@@ -281,9 +281,6 @@ def _parse_flags(raw, path, section):
     weight = 1.0
     if "weight" in raw:
         weight = check_number(raw["weight"], path, section, "weight", 0.0, 1e6)
-        if weight < 0:
-            fail(path, section, "weight", f"must be >= 0 (it multiplies the target's "
-                 f"squared misfit in the fit; 0 = reported, not fitted), got {weight!r}.")
     verified = raw.get("verified", False)
     if not isinstance(verified, bool):
         fail(path, section, "verified", f"expected true or false, got {verified!r}.")
