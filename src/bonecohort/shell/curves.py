@@ -61,8 +61,12 @@ def plot_offsets(curves: pl.DataFrame, ts: TargetSet, path: Path) -> bool:
     panels = sorted({(t.trial, t.model_site) for t in targets})
     if not panels or curves.is_empty():
         return False
-    fig, axes = figure(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (trial, site) in zip(axes[0], panels):
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = figure(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (trial, site) in zip(axes.ravel(), panels):
         part = curves.filter((pl.col("trial") == trial) & (pl.col("site") == site))
         for arm in part["arm"].unique(maintain_order=True):
             c = part.filter(pl.col("arm") == arm)
@@ -78,7 +82,7 @@ def plot_offsets(curves: pl.DataFrame, ts: TargetSet, path: Path) -> bool:
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xlabel("years after entry")
         ax.set_ylabel(f"mean BMD change from entry, % ({site.replace('_', ' ')})")
-        ax.set_title(trial, fontsize=10)
+        ax.set_title(f"{trial}: {site.replace('_', ' ')}", fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="svg"))
