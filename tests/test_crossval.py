@@ -74,3 +74,24 @@ def test_a_target_of_weight_zero_is_reported_but_not_fitted():
     objective = Objective(ts, model, parse_free(FREE, model), jnp.float64, prior_sd=None)
     assert [p[2] for p in objective.parts] == ["early postmenopause"]
     assert "COPY" not in {ts.targets[i].id for i in objective.fitted()}
+
+
+def test_crossvalidate_command_writes_in_sample_and_held_out_side_by_side(tmp_path):
+    import polars as pl
+    from click.testing import CliRunner
+
+    from bonecohort.shell.cli import main
+
+    targets = tmp_path / "two.toml"
+    targets.write_text(TWO)
+    out = tmp_path / "cv"
+    bad = CliRunner().invoke(main, ["crossvalidate", str(targets), "--trials", "nope",
+                                    "--out", str(out)])
+    assert bad.exit_code == 2 and "no trial nope" in bad.output and not out.exists()
+    res = CliRunner().invoke(main, ["crossvalidate", str(targets), "--trials", "copy",
+                                    "--steps", "1", "--patients", "8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pl.read_parquet(out / "crossval.parquet")
+    assert table["id"].to_list() == ["COPY"]
+    assert {"in_sample", "held_out", "fits_in_sample", "fits_held_out"} <= set(table.columns)
+    assert "BMD targets: in sample" in res.output
