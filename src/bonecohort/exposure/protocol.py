@@ -44,9 +44,13 @@ class Regimen(NamedTuple):
     name: str = ""
 
     @property
+    def route_name(self) -> str:
+        """The route given, or the agent's first route."""
+        return self.route or next(iter(AGENTS[self.agent].routes))
+
+    @property
     def route_spec(self):
-        agent = AGENTS[self.agent]
-        return agent.routes[self.route or next(iter(agent.routes))]
+        return AGENTS[self.agent].routes[self.route_name]
 
 
 class Arm(NamedTuple):
@@ -94,7 +98,7 @@ def regimen_exposure(reg: Regimen, agents: AgentParams | None) -> dict:
     """Exposure of ``reg`` taken continuously, with the fitted agent constants ``agents``
     (``AgentParams``; None or a missing key: the table of exposure/agents.py)."""
     route = reg.route_spec
-    key = route.pk_key or f"{reg.agent}.{reg.route or next(iter(AGENTS[reg.agent].routes))}"
+    key = route.pk_key or f"{reg.agent}.{reg.route_name}"
     scale = ((agents.exposure if agents else None) or {}).get(key, 1.0)
     efficacy = ((agents.efficacy if agents else None) or {}).get(route.serm)
     return route.exposure(reg.dose, scale, efficacy)

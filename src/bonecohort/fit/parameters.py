@@ -123,8 +123,7 @@ def check_path(path: str, model) -> Free:
         raise ValueError(f"'{path}': expected {group}.<field>")
     if np.ndim(getattr(container, parts[1])) != (0 if names is None else 1):
         raise ValueError(f"'{path}': not a scalar constant")
-    known = {f.path: f for f in DEFAULT_FREE}
-    return known.get(path, Free(path))
+    return _known(path, Free(path))
 
 
 def get_value(model, free: Free):
@@ -163,18 +162,21 @@ def _check_agent_path(path: str, parts: list) -> Free:
     from bonecohort.exposure.agents import AGENTS
 
     field = parts[1] if len(parts) > 1 else ""
-    if field == "exposure" and len(parts) == 4 and parts[3] in getattr(
-            AGENTS.get(parts[2]), "routes", {}):
-        pass
-    elif field == "efficacy" and len(parts) == 3 and _agent_default(field, parts[2:]) is not None:
-        pass
-    else:
+    exposure = (field == "exposure" and len(parts) == 4
+                and parts[3] in getattr(AGENTS.get(parts[2]), "routes", {}))
+    efficacy = (field == "efficacy" and len(parts) == 3
+                and _agent_default(field, parts[2:]) is not None)
+    if not (exposure or efficacy):
         serms = sorted({r.serm for a in AGENTS.values() for r in a.routes.values() if r.serm})
         raise ValueError(f"'{path}': expected agents.exposure.<agent>.<route> (e.g. "
                          "agents.exposure.conjugated_estrogens.oral) or agents.efficacy.<SERM> "
                          f"(SERMs: {', '.join(serms)})")
-    known = {f.path: f for f in DEFAULT_FREE}
-    return known.get(path, Free(path, "logit" if field == "efficacy" else "log"))
+    return _known(path, Free(path, "logit" if field == "efficacy" else "log"))
+
+
+def _known(path: str, default: Free) -> Free:
+    """The default fit's ``Free`` for ``path`` (its transform and prior), else ``default``."""
+    return next((f for f in DEFAULT_FREE if f.path == path), default)
 
 
 def _agent_values(model, field: str) -> dict:
