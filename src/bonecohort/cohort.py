@@ -99,22 +99,28 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
     the result holds fractures and deaths (outcomes/readout.py). ``devices``: the
     devices that share each chunk (default: the first local device).
 
-    The jitted function takes the seed as an argument and is cached on the study's static
-    structure and constants, so runs that differ only in seed (or repeat) compile once per
-    process and chunk shape. It is traced and called with 64-bit types enabled (``with_x64``)
-    whatever the process's setting, so a chunk's results do not depend on the caller.
+    The jitted function takes the seed, the model's constants, its steady state and the
+    outcome setup as arguments and is cached on the study's static structure (population,
+    arms, grid, dtype, the pytree structure of the constants), so runs that differ only in
+    seed or constants (the draws of ``run --parameter-draws``) compile once per process and
+    chunk shape. It is traced and called with 64-bit types enabled (``with_x64``) whatever
+    the process's setting, so a chunk's results do not depend on the caller.
     """
-    key = (spec, arms, grid, jnp.dtype(dtype).name, fingerprint(model),
-           None if outcomes is None else (fingerprint(outcomes._replace(probability_ages=())),
-                                          outcomes.probability_ages))
+    model_d = cast_tree(model, dtype)
+    steady = reference_steady_state(model, dtype)
+    setup = None if outcomes is None else cast_setup(outcomes, dtype)
+    ages = None if outcomes is None else outcomes.probability_ages
+    key = (spec, arms, grid, jnp.dtype(dtype).name, ages,
+           str(jax.tree.structure((model_d, setup and setup._replace(probability_ages=())))))
     if key not in _COMPILED:
-        _COMPILED[key] = _compile(spec, model, arms, grid, dtype, outcomes)
+        _COMPILED[key] = _compile(spec, arms, grid, ages)
         while len(_COMPILED) > COMPILED_SLOTS:
             _COMPILED.popitem(last=False)
     _COMPILED.move_to_end(key)
     run = _COMPILED[key]
     devices = list(devices) if devices else jax.local_devices()[:1]
-    seeds = [jax.device_put(jnp.asarray(seed, jnp.uint32), d) for d in devices]
+    args = [jax.device_put((jnp.asarray(seed, jnp.uint32), model_d, steady,
+                            setup and setup._replace(probability_ages=())), d) for d in devices]
     mesh = Mesh(np.array(devices), ("patients",))
 
     def call(ids):
@@ -122,8 +128,8 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
         per = -(-n // len(devices))
         per = -(-per // LANES) * LANES
         padded = jnp.concatenate([ids, jnp.full((per * len(devices) - n,), ids[-1], ids.dtype)])
-        shards = [run(s, jax.device_put(padded[k * per:(k + 1) * per], d))
-                  for k, (s, d) in enumerate(zip(seeds, devices))]
+        shards = [run(jax.device_put(padded[k * per:(k + 1) * per], d), *a)
+                  for k, (a, d) in enumerate(zip(args, devices))]
         if len(devices) == 1:
             return jax.tree.map(lambda v: v[:n], shards[0])
         sharding = NamedSharding(mesh, PartitionSpec("patients"))
@@ -134,13 +140,11 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
     return with_x64(call)
 
 
-def _compile(spec, model, arms, grid, dtype, outcomes):
-    model_d = cast_tree(model, dtype)
-    steady = reference_steady_state(model, dtype)
-    setup = None if outcomes is None else cast_setup(outcomes, dtype)
-
+def _compile(spec, arms, grid, ages):
     @jax.jit
-    def run(seed, ids):
+    def run(ids, seed, model_d, steady, setup):
+        if setup is not None:
+            setup = setup._replace(probability_ages=ages)
         return jax.vmap(lambda pid: run_patient(seed, pid, spec, model_d, steady, arms, grid,
                                                 setup))(ids)
 

@@ -48,6 +48,7 @@ class Objective:
     def __init__(self, ts: TargetSet, start, frees, dtype=jnp.float64,
                  prior_sd: float | None = 1.0, log=lambda m: None):
         self.ts, self.start, self.frees = ts, start, tuple(frees)
+        self.dtype_name = jnp.dtype(dtype).name
         self.theta0 = to_theta(start, self.frees)
         self.prior_sd = prior_sd
         setups = {}
@@ -61,25 +62,32 @@ class Objective:
             replace(ts, trials={k: v for k, v in ts.trials.items() if k in fitted}),
             start, setup_for, dtype, log)
         steady = reference_steady_state(start, dtype)
-        self.parts = []  # (target indices, jitted value-and-grad)
+        self.parts = []  # (target indices, jitted value-and-grad, trial name, loss function)
         for name, trial in ts.trials.items():
             idx = [i for i, t in enumerate(ts.targets) if t.trial == name and t.weight > 0]
             if idx and name in fitted:
                 values = trial_function(trial, [ts.targets[i] for i in idx],
                                         self.screened[name], setups.get(name), steady, dtype)
-                self.parts.append((np.asarray(idx), self._part(values), name))
+                loss = self._loss(values)
+                self.parts.append((np.asarray(idx), jax.jit(jax.value_and_grad(
+                    loss, has_aux=True)), name, loss))
         self.observed = np.array([t.observed for t in ts.targets])
         self.tolerance = np.array([ts.tolerance(t) for t in ts.targets])
         self.log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
         self.weight = np.array([t.weight for t in ts.targets])  # per target, on r^2
 
-    def _part(self, values):
+    def _loss(self, values):
+        """A trial's part of L: (sum of w r^2, simulated values of its targets)."""
         def loss(theta, observed, tolerance, log_scale, weight):
             sim = values(from_theta(self.start, self.frees, theta))
             r = misfit(sim, observed, tolerance, log_scale, jnp)
             return jnp.sum(weight * r ** 2), sim
 
-        return jax.jit(jax.value_and_grad(loss, has_aux=True))
+        return loss
+
+    def arguments(self, idx):
+        """The per-target arrays a part's loss takes after theta (``idx``: its targets)."""
+        return (self.observed[idx], self.tolerance[idx], self.log_scale[idx], self.weight[idx])
 
     def retarget(self, observed):
         """The same objective (same population, compiled functions) for other observed
@@ -104,9 +112,8 @@ class Objective:
         theta = jnp.asarray(theta, jnp.float64)
         total, grad = self.prior(theta) if with_prior else (0.0, jnp.zeros_like(theta))
         sim = np.zeros(len(self.ts.targets))
-        for idx, part, _ in self.parts:
-            (loss, values), g = part(theta, self.observed[idx], self.tolerance[idx],
-                                     self.log_scale[idx], self.weight[idx])
+        for idx, part, *_ in self.parts:
+            (loss, values), g = part(theta, *self.arguments(idx))
             total, grad = total + loss, grad + g
             sim[idx] = np.asarray(values, np.float64)
         return float(total), np.asarray(grad, np.float64), sim

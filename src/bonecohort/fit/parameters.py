@@ -14,6 +14,8 @@ File format (TOML), written by ``bonecohort calibrate`` and read by ``load_param
     [provenance]           targets file and its sha256, loss before and after, optimizer
                            settings, date, package versions (free-form; kept for the record)
     [parameters]           "path" = value, one per fitted constant
+    [posterior]            optional: a Laplace approximation in the fitted coordinates
+                           (fit/posterior.py: coordinates, covariance, prior, method)
 
 Constants not listed keep their hand-set values (model/params.py).
 The package ships the fit to ``data/targets/public.toml`` as ``data/parameters/public.toml``;
@@ -217,10 +219,10 @@ def load_parameters(path, model):
         raise ConfigError(f"{path}: cannot read the parameter file ({exc.strerror}).") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
-    unknown = sorted(set(raw) - {"provenance", "parameters"})
+    unknown = sorted(set(raw) - {"provenance", "parameters", "posterior"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; a parameter file "
-                          "has [provenance] and [parameters].")
+                          "has [provenance], [parameters] and optionally [posterior].")
     table = raw.get("parameters")
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{path}: [parameters] is missing or empty; it lists \"path\" = value "
@@ -248,14 +250,20 @@ def _to_numpy(model):
     return jax.tree.map(lambda v: np.asarray(v) if isinstance(v, jnp.ndarray) else v, model)
 
 
-def format_parameters(model, frees, provenance: dict) -> str:
-    """TOML text of a parameter file (see the module docstring)."""
+def format_parameters(model, frees, provenance: dict, posterior: dict | None = None,
+                      values: dict | None = None) -> str:
+    """TOML text of a parameter file (see the module docstring); ``posterior``: the fields
+    of its [posterior] section (fit/posterior.py); ``values``: path -> value to write instead
+    of reading them from ``model`` (a file rewritten keeps its numbers exactly)."""
     lines = ["# Fitted by `bonecohort calibrate`; constants not listed keep their hand-set",
              "# values (bonecohort/model/params.py).", "",
              "[provenance]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in provenance.items()]
     lines += ["", "[parameters]"]
-    lines += [f"\"{f.path}\" = {float(get_value(model, f))!r}" for f in frees]
+    lines += [f"\"{f.path}\" = {float(values[f.path] if values else get_value(model, f))!r}"
+              for f in frees]
+    if posterior:
+        lines += ["", "[posterior]"] + [f"{k} = {_toml_value(v)}" for k, v in posterior.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -67,11 +67,15 @@ def progress_bar(total: int, quiet: bool):
 @click.option("--distributed", is_flag=True, help="One process of a run over several "
               "processes or machines (jax.distributed; SLURM and Open MPI are detected); "
               "each writes its own parts into the shared OUT; then `bonecohort summarize OUT`.")
+@click.option("--parameter-draws", type=int, default=0, show_default=True,
+              help="Also simulate the study under K draws of the fitted constants from the "
+              "shipped fit's posterior (common random numbers): every summary gains an "
+              "uncertainty interval beside the Monte Carlo one; per-draw tables in OUT.")
 @click.option("--coordinator", help="host:port of process 0 (with --distributed).")
 @click.option("--num-processes", type=int, help="Number of processes (with --distributed).")
 @click.option("--process-id", type=int, help="This process's index (with --distributed).")
 def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, distributed,
-        coordinator, num_processes, process_id):
+        parameter_draws, coordinator, num_processes, process_id):
     """Simulate the study in CONFIG and print a summary per arm.
 
     Writes OUT/patients/part-*.parquet (one row per patient and arm, one part per chunk,
@@ -108,6 +112,7 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
         if not distributed and (coordinator or num_processes or process_id is not None):
             raise ConfigError("--coordinator, --num-processes and --process-id need "
                               "--distributed.")
+        draws = _parameter_draws(parameter_draws, distributed)
         if distributed:
             if force or resume:
                 raise ConfigError("--distributed: --force and --resume do not apply (rerun "
@@ -122,8 +127,25 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
             return
         with progress_bar(study.patients, quiet) as progress:
             results = run_study(study, out, force=force, log=log, progress=progress,
-                                resume=resume, devices=devices)
+                                resume=resume, devices=devices, parameter_draws=draws)
     _print_results(study, results, out)
+
+
+def _parameter_draws(k: int, distributed: bool):
+    """(posterior, k, source) for ``--parameter-draws k`` (None for 0)."""
+    from bonecohort.shell.cli_fit import _posterior_for_draws
+
+    post = _posterior_for_draws(None, k)
+    if post is None:
+        return None
+    if distributed:
+        raise ConfigError("--parameter-draws: not with --distributed (run the draws on one "
+                          "machine; --devices shares each chunk among its devices).")
+    return post, k, "bonecohort/data/parameters/public.toml [posterior]"
+
+
+UI_NOTE = (" and [uncertainty intervals]: Monte Carlo and the fitted constants' posterior "
+           "together (parameter draws)")
 
 
 def _print_results(study, results, out):
@@ -134,7 +156,8 @@ def _print_results(study, results, out):
     by_age = study.outcomes.by_age
     click.echo(f"Fractures per 1000 patients by age {by_age:g} (or the horizon), sampled with "
                f"common random numbers; RR and NNT vs '{study.reference_arm}' (paired 95 % "
-               f"intervals); mean expected 10-year probabilities from entry:")
+               f"intervals){UI_NOTE if 'hip_rr_ui_lo' in results['outcomes'].columns else ''}"
+               f"; mean expected 10-year probabilities from entry:")
     click.echo(format_summary(headline(results["outcomes"], by_age, study.horizon_years)))
     notes = agent_notes(study.arms)
     if notes:
@@ -278,9 +301,10 @@ def compare(runs, out):
 def _register():
     from bonecohort.shell.cli_bench import bench
     from bonecohort.shell.cli_crossval import crossvalidate
+    from bonecohort.shell.cli_posterior import posterior
     from bonecohort.shell.cli_fit import calibrate, validate
 
-    for command in (bench, validate, calibrate, crossvalidate):
+    for command in (bench, validate, calibrate, crossvalidate, posterior):
         main.add_command(command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,6 +73,23 @@ def _model_from(params):
     return default_model() if params is None else load_parameters(params, hand_set_model())
 
 
+def _posterior_for_draws(params, k: int):
+    """The posterior of ``params`` (default: the shipped fit) to draw ``k`` times from, or
+    None for k = 0; a ConfigError where the file has none."""
+    from bonecohort.data import SHIPPED_PARAMETERS
+    from bonecohort.fit.posterior import load_posterior
+    from bonecohort.shell.draws import check_draws
+
+    if not check_draws(k):
+        return None
+    path = params or SHIPPED_PARAMETERS
+    post = load_posterior(path)
+    if post is None:
+        raise ConfigError(f"--parameter-draws: {path} has no [posterior]; add one with "
+                          "`bonecohort posterior`.")
+    return post
+
+
 def _check_patients(patients):
     if patients is not None and not 1 <= patients <= 10**6:
         raise ConfigError(f"--patients {patients}: must be between 1 and 1,000,000.")
@@ -91,8 +109,12 @@ PARAMS_HELP = ("Parameter file (written by `calibrate`) applied to the hand-set 
               help="Folder for validation.parquet, validation.csv and validation.svg "
               "(default: runs/validate-<target set name>).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--parameter-draws", type=int, default=0, show_default=True,
+              help="Also simulate the trials under K draws of the constants from the "
+              "parameter file's [posterior] (seed: --seed, else 0): a 90 % predictive interval "
+              "per target (pi_lo, pi_hi, inside_pi).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the table.")
-def validate(targets, params, patients, seed, out, force, quiet):
+def validate(targets, params, patients, seed, out, force, parameter_draws, quiet):
     """Simulate the virtual trials of a TARGETS file (configs/targets/public.toml documents
     the format) and print one row per target: observed, simulated, difference, z-score and
     whether it lies within its tolerance. Writes the table (parquet and CSV) and a plot of
@@ -107,6 +129,7 @@ def validate(targets, params, patients, seed, out, force, quiet):
     from bonecohort.shell.curves import trial_curves
     from bonecohort.shell.validate import (
         format_table,
+        predictive_intervals,
         simulate_trials,
         validation_table,
         write_validation,
@@ -118,10 +141,14 @@ def validate(targets, params, patients, seed, out, force, quiet):
         ts = load_targets(targets).with_seed(seed)
         _check_patients(patients)
         model = _model_from(params)
+        post = _posterior_for_draws(params, parameter_draws)
         out = out or Path("runs") / f"validate-{ts.name}"
         with output_dir(out, force, rerun="run the same command again") as work:
             ts, results = simulate_trials(ts, model, patients, log)
             table = validation_table(ts, results=results)
+            if post is not None:
+                table = predictive_intervals(ts, table, post, parameter_draws, seed or 0,
+                                             patients, log, model)
             written = write_validation(table, work, trial_curves(ts, results), ts)
     click.echo(format_table(table))
     click.echo(f"written: {out}/{', '.join(written)}")
@@ -152,9 +179,12 @@ def validate(targets, params, patients, seed, out, force, quiet):
 @click.option("--holdout", default=None,
               help="Comma-separated trials left out of the fit; their targets are predicted "
               "and printed after it (leave-one-trial-out: `bonecohort crossvalidate`).")
+@click.option("--posterior/--no-posterior", default=True, show_default=True,
+              help="Add the Laplace posterior at the fit ([posterior], `bonecohort posterior`): "
+              "2 x (constants) more gradient evaluations, no new compilation.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT file.")
 def calibrate(targets, out, start, init, free, patients, steps, learning_rate, prior_sd,
-              dtype, holdout, force):
+              dtype, holdout, posterior, force):
     """Fit the uncertain constants to the TARGETS file by gradients through the virtual
     trials (jax.grad, optax Adam) on a fixed virtual population, print progress, and write the
     fitted constants with provenance (targets hash, loss before and after, optimizer, date,
@@ -167,9 +197,14 @@ def calibrate(targets, out, start, init, free, patients, steps, learning_rate, p
     from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
     from bonecohort.fit.crossval import without
     from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters, to_theta
+    from bonecohort.fit.posterior import file_fields, laplace
     from bonecohort.fit.targets import load_targets
-    from bonecohort.io import atomic_write
     from bonecohort.model.params import hand_set_model
+    from bonecohort.shell.cli_posterior import (
+        identification_text,
+        posterior_provenance,
+        write_fit,
+    )
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     _persistent_compilation_cache()
@@ -195,19 +230,19 @@ def calibrate(targets, out, start, init, free, patients, steps, learning_rate, p
     except FloatingPointError as exc:
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
-    text = format_parameters(result.model, frees,
-                             provenance(ts, result, objective, learning_rate, dt,
-                                        str(start) if start else "the hand-set constants",
-                                        str(init) if init else None))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, text)
-    except OSError as exc:
-        click.echo(text)
-        click.echo(f"error: {exc.filename or out}: cannot write the parameter file "
-                   f"({exc.strerror}); the fitted parameters are printed above: free space "
-                   "or choose another --out, and save them there.", err=True)
-        sys.exit(4)
+    prov = provenance(ts, result, objective, learning_rate, dt,
+                      str(start) if start else "the hand-set constants",
+                      str(init) if init else None)
+    post = None
+    if posterior:
+        t0 = time.perf_counter()
+        post = laplace(without(objective, held), result.theta, log=log)
+        prov.update(posterior_provenance(ts, objective, time.perf_counter() - t0,
+                                         "differences"))
+    write_fit(out, format_parameters(result.model, frees, prov,
+                                     post and file_fields(post, "differences")))
+    if post is not None:
+        click.echo(identification_text(post))
     click.echo(f"loss {result.loss_start:.4g} -> {result.loss:.4g}; targets within tolerance "
                f"{result.fits_start} -> {result.fits} of {len(ts.targets)}")
     click.echo(f"written: {out}")

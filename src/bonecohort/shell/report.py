@@ -128,6 +128,10 @@ def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
                 continue
             lo = rr if lo is None else lo
             hi = rr if hi is None else hi
+            if row.get(f"{event}_rr_ui_lo") is not None:
+                (ui,) = ax.plot([row[f"{event}_rr_ui_lo"], row[f"{event}_rr_ui_hi"]], [y, y],
+                                color="0.75", lw=6, solid_capstyle="butt")
+                _tag(ui, f"forest-ui-{y}")
             (bar,) = ax.plot([lo, hi], [y, y], color="C0")
             (dot,) = ax.plot([rr], [y], "o", color="C3" if event == "hip" else "C1")
             _tag(bar, f"forest-ci-{y}")
@@ -137,7 +141,10 @@ def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
     ax.axvline(1.0, color="0.5", lw=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"relative risk vs '{reference}' (paired 95 % interval)")
+    ui = "; grey: uncertainty interval with the constants' posterior" \
+        if "hip_rr_ui_lo" in d.columns else ""
+    ax.set_xlabel(f"relative risk vs '{reference}' (blue: paired 95 % Monte Carlo "
+                  f"interval{ui})")
     ax.set_title("first fracture by the study's age limit")
     return _svg(fig)
 
@@ -157,6 +164,15 @@ def write_report(run_dir: Path | str) -> Path:
         ("T-score distributions", tscore_histograms(patients, arms)),
         ("Relative risks", forest_plot(outcomes, study.reference_arm)),
     ]
+    if "parameter_draws" in manifest:  # run with --parameter-draws: the posterior drawn from
+        from bonecohort.data import SHIPPED_PARAMETERS
+        from bonecohort.fit.posterior import load_posterior
+        from bonecohort.shell.posterior_plot import posterior_svg
+
+        post = load_posterior(SHIPPED_PARAMETERS)
+        if post is not None:
+            plots.append(("Posterior of the fitted constants (the parameter draws' source)",
+                          posterior_svg(post)))
     page = _page(study, manifest, _headline_rows(outcomes), _agent_rows(study), plots)
     return atomic_write(run.root / "report.html", page)
 
@@ -172,9 +188,11 @@ def _agent_rows(study) -> str:
 
 def _headline_rows(outcomes: pl.DataFrame) -> str:
     esc = html.escape
+    cols = ["arm", "patients", "hip_by_age", "mof_by_age", "hip_rr", "hip_rr_lo", "hip_rr_hi",
+            "hip_rr_ui_lo", "hip_rr_ui_hi", "mof_rr", "mof_rr_lo", "mof_rr_hi", "mof_rr_ui_lo",
+            "mof_rr_ui_hi", "hip_nnt", "deaths_horizon"]
     headline = outcomes.filter(pl.col("subgroup") == "all").select(
-        "arm", "patients", "hip_by_age", "mof_by_age", "hip_rr", "mof_rr", "hip_nnt",
-        "deaths_horizon")
+        [c for c in cols if c in outcomes.columns])
     return "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in headline.columns) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>"
         for row in headline.iter_rows())

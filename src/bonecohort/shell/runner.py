@@ -43,6 +43,13 @@ from bonecohort.io import (
 )
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
+from bonecohort.shell.draws import (
+    OUTCOME_KEYS,
+    SUMMARY_KEYS,
+    draw_record,
+    simulate_draws,
+    with_uncertainty,
+)
 from bonecohort.shell.report import write_report
 from bonecohort.shell.summarize import (
     arm_summary,
@@ -59,6 +66,7 @@ class SimulationError(Exception):
     """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
 
 
+DRAW_TABLES = ("draws_summary", "draws_outcomes")  # per-draw tables of --parameter-draws
 RESUME_KEYS = ("config_sha256", "seed", "patients", "chunk_size", "dtype")
 
 
@@ -260,22 +268,32 @@ def _stable(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([rounded(df[c]) for c, dt in df.schema.items() if dt.is_float()])
 
 
-def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> dict:
+def write_summaries(study: Study, work: Path, screened: int, t0: float, log,
+                    draws: tuple | None = None) -> dict:
     """Summaries, manifest and report of the parts in ``work`` (group-bys on
-    ``scan_parquet``: the per-patient table is never held in memory)."""
+    ``scan_parquet``: the per-patient table is never held in memory). ``draws``: (per-draw
+    summary, per-draw outcomes, manifest record) of ``run --parameter-draws`` (draws.py),
+    which add uncertainty intervals to the summaries and their own tables."""
     run = RunDir(work)
     lazy = pl.scan_parquet(run.parts_glob)
     arms = [a.name for a in study.arms]
-    tables = (arm_summary(lazy, study.horizon_years, arms),
+    tables = [arm_summary(lazy, study.horizon_years, arms),
               outcome_summary(lazy, arms, study.outcomes.probability_ages),
               cumulative_incidence(lazy, study.horizon_years, arms),
-              tscore_distribution(lazy, arms))
+              tscore_distribution(lazy, arms)]
+    info = manifest(study, 0.0, screened)
+    if draws is not None:
+        tables[0] = with_uncertainty(tables[0], draws[0], SUMMARY_KEYS)
+        tables[1] = with_uncertainty(tables[1], draws[1], OUTCOME_KEYS)
+        for name, df in zip(DRAW_TABLES, draws[:2]):
+            write_parquet(run.root / f"{name}.parquet", _stable(df))
+        info["parameter_draws"] = draws[2]
     results = {name: _stable(df) for name, df in zip(SUMMARIES, tables)}
     for name, df in results.items():
         write_parquet(run.summary(name), df)
     log(f"summaries written ({time.perf_counter() - t0:.1f} s)")
-    atomic_write(run.manifest, json.dumps(
-        manifest(study, time.perf_counter() - t0, screened), indent=2))
+    info["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    atomic_write(run.manifest, json.dumps(info, indent=2))
     write_report(work)
     log(f"report written ({time.perf_counter() - t0:.1f} s)")
     return results
@@ -284,7 +302,7 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log) -> 
 @with_x64
 def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None,
               progress=None, model: ModelParams | None = None, resume: bool = False,
-              devices: int | None = None):
+              devices: int | None = None, parameter_draws: tuple | None = None):
     """Simulate, summarize and write to ``out``: ``patients/part-*.parquet`` (one row per
     patient and arm, one part per chunk; read them with ``pl.scan_parquet(out /
     "patients/*.parquet")``), ``summary.parquet`` (BMD per arm and sex),
@@ -295,12 +313,23 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
     Work happens in a directory beside ``out`` renamed into place when complete
     (``bonecohort.io.output_dir``). A run that was killed, or stopped by a ``RunIOError``,
     keeps it; ``resume`` continues from the last finished chunk. Returns ``{"summary": ...,
-    "outcomes": ...}``."""
+    "outcomes": ...}``.
+
+    ``parameter_draws = (posterior, K, source)``: the study is simulated again under K draws
+    of the fitted constants (draws.py); the summaries gain uncertainty intervals."""
     with output_dir(out, force, run_identity(study), resume) as work:
         t0 = time.perf_counter()
+        model = default_model() if model is None else model
         screened = simulate_study(study, work, model=model, log=log, progress=progress,
                                   devices=devices)
-        return write_summaries(study, work, screened, t0, log)
+        draws = None
+        if parameter_draws:
+            post, k, source = parameter_draws
+            per_draw = simulate_draws(
+                study, work, post.models(model, study.seed, k),
+                lambda s, w, m: simulate_study(s, w, model=m, devices=devices), log)
+            draws = (*per_draw, draw_record(post, study.seed, k, source))
+        return write_summaries(study, work, screened, t0, log, draws)
 
 
 # --- several processes (machines) -------------------------------------------------------------

@@ -187,19 +187,24 @@ def headline(outcomes: pl.DataFrame, by_age: float, horizon: int) -> pl.DataFram
     a = f"{by_age:g}"
     df = outcomes.filter(pl.col("subgroup") == "all")
 
+    ui = "hip_rr_ui_lo" in df.columns  # run with --parameter-draws
+
     def ci(name, digits=1):
-        return pl.format("{} ({}-{})", *(pl.col(c).round(digits) for c in
+        """value (Monte Carlo interval) [uncertainty interval, with parameter draws]."""
+        text = pl.format("{} ({}-{})", *(pl.col(c).round(digits) for c in
                                           (name, f"{name}_lo", f"{name}_hi")))
+        if ui:
+            text = pl.format("{} [{}-{}]", text, *(pl.col(f"{name}_ui_{e}").round(digits)
+                                                   for e in ("lo", "hi")))
+        return text
 
     return df.select(
         "arm", "patients",
         ci("hip_by_age").alias(f"hip/1000 by {a}"),
         ci("mof_by_age").alias(f"MOF/1000 by {a}"),
-        pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
-                                  ("hip_rr", "hip_rr_lo", "hip_rr_hi"))).alias("hip RR"),
+        ci("hip_rr", 2).alias("hip RR"),
         _nnt("hip").alias("hip NNT"),
-        pl.format("{} ({}-{})", *(pl.col(c).round(2) for c in
-                                  ("mof_rr", "mof_rr_lo", "mof_rr_hi"))).alias("MOF RR"),
+        ci("mof_rr", 2).alias("MOF RR"),
         _nnt("mof").alias("MOF NNT"),
         pl.col("deaths_horizon").round(0).alias(f"deaths/1000 in {horizon} y"),
         pl.col("exp_p10_hip_pct").round(2).alias("10y hip %"),

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 import polars as pl
 
 from bonecohort.cohort import with_x64
@@ -67,6 +68,41 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
                      "verified": t.verified, "patients": ts.trials[t.trial].study.patients,
                      "seed": ts.trials[t.trial].study.seed, "source": t.source})
     return pl.DataFrame(rows)
+
+
+Z90 = 1.6449  # 90 % normal quantile
+
+
+@with_x64
+def predictive_intervals(ts: TargetSet, table: pl.DataFrame, post, k: int, seed: int,
+                         patients=None, log=lambda m: None, model=None) -> pl.DataFrame:
+    """``table`` (``validation_table``) with each target's 90 % posterior predictive interval
+    (``pi_lo``, ``pi_hi``) and whether the observed value lies in it (``inside_pi``).
+
+    The trials are simulated again under ``k`` draws of the constants from ``post``
+    (``Posterior.draws(seed, k)``); a new observation is the simulated value plus a misfit with
+    the likelihood's SD, the target's tolerance (fit/posterior.py), so the interval is
+    simulated +/- 1.645 sqrt(s_d^2 + tolerance^2), with s_d the SD across draws; on the log
+    scale for hazard ratios. ``model``: the constants the draws replace some of (default:
+    ``default_model()``)."""
+    base = default_model() if model is None else model
+    sims = []
+    for j, model in enumerate(post.models(base, seed, k)):
+        ts_j, results = simulate_trials(ts, model, patients)
+        sims.append([float(target_value(t, ts_j.trials[t.trial], results[t.trial]))
+                     for t in ts.targets])
+        log(f"parameter draw {j + 1} of {k}: trials simulated")
+    draws = np.asarray(sims)
+    log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
+    point = table["simulated"].to_numpy()
+    tf = lambda v: np.where(log_scale, np.log(np.where(log_scale, v, 1.0)), v)  # noqa: E731
+    half = Z90 * np.sqrt(tf(draws).std(axis=0, ddof=1) ** 2 + table["tolerance"].to_numpy() ** 2)
+    lo, hi = tf(point) - half, tf(point) + half
+    back = lambda v: np.where(log_scale, np.exp(v), v)  # noqa: E731
+    observed = tf(table["observed"].to_numpy())
+    return table.with_columns(pl.Series("pi_lo", back(lo)), pl.Series("pi_hi", back(hi)),
+                              pl.Series("inside_pi", (observed >= lo) & (observed <= hi)),
+                              pl.Series("draws_sd", tf(draws).std(axis=0, ddof=1)))
 
 
 def plot_validation(table: pl.DataFrame, path: Path):
@@ -138,4 +174,9 @@ def format_table(table: pl.DataFrame) -> str:
     lines.append(f"{count('bmd')} BMD targets within tolerance; {count('hr')} hazard ratios "
                  f"inside their 95 % interval; {count('risk')} fracture risks within "
                  "tolerance.")
+    if "inside_pi" in table.columns:
+        fitted = table.filter(pl.col("weight") > 0)
+        lines.append(f"{int(fitted['inside_pi'].sum())} of {fitted.height} fitted targets "
+                     f"(in sample) inside their 90 % posterior predictive interval; "
+                     f"{int(table['inside_pi'].sum())} of {table.height} in all.")
     return "\n".join(lines)

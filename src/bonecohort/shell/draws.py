@@ -1,0 +1,117 @@
+"""Parameter uncertainty in a study: the study simulated again under draws of the fitted
+constants from their posterior (``run --parameter-draws K``).
+
+Draw j of the constants is ``Posterior.draws(seed, K)[j]`` (fit/posterior.py: keys
+``fold_in(fold_in(key(seed), 2^32 - 1), j)``); every draw simulates the same virtual patients
+(``fold_in(key(seed), patient_id)``) under every arm, so draws and arms share common random
+numbers and the spread between draws is the constants' alone. Draws run one after another
+through the same compiled chunk program (the constants are its arguments), each streaming its
+patients to parquet parts under ``work/draws/draw-J`` that are summarized (lazily) and deleted,
+so memory and disk do not grow with K x N. Per-draw statistics are written to
+``draws_summary.parquet`` and ``draws_outcomes.parquet`` (a ``draw`` column beside the
+columns of summary.parquet and outcomes.parquet).
+
+Uncertainty intervals (``*_ui_lo``, ``*_ui_hi`` beside each statistic of summary.parquet and
+outcomes.parquet): the point estimate (the fit's constants) +/- 1.96 x sqrt(h_mc^2 + s_d^2),
+with h_mc the Monte Carlo half-width already given (_lo/_hi; 0 where a statistic has none)
+and s_d the standard deviation of the statistic across draws (law of total variance: the
+variance of a prediction is the Monte Carlo variance plus the variance of its mean across
+constants); on the log scale for relative risks. The interval therefore contains the Monte
+Carlo interval and is wider by what the constants are unknown. With few draws s_d is itself
+uncertain (its relative SE is ~1/sqrt(2(K - 1))): use K >= 20 for reported numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from bonecohort.io import RunDir, write_parquet
+from bonecohort.shell.summarize import Z, arm_summary, outcome_summary
+
+RELATIVE = ("_rr",)  # statistics whose interval is taken on the log scale
+
+
+def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None):
+    """(per-draw summary, per-draw outcomes) of ``study`` under each model of ``models``;
+    ``simulate(study, work, model)`` is the runner's ``simulate_study``. A draw whose tables
+    exist in ``work/draws`` (an interrupted run) is not simulated again."""
+    arms = [a.name for a in study.arms]
+    root = Path(work) / "draws"
+    root.mkdir(parents=True, exist_ok=True)
+    for j, model in enumerate(models):
+        done = [root / f"{name}-{j}.parquet" for name in ("summary", "outcomes")]
+        if all(p.exists() for p in done):
+            continue
+        sub = root / f"draw-{j}"
+        simulate(study, sub, model)
+        lazy = pl.scan_parquet(RunDir(sub).parts_glob)
+        tables = (arm_summary(lazy, study.horizon_years, arms),
+                  outcome_summary(lazy, arms, study.outcomes.probability_ages))
+        for path, df in zip(done, tables):
+            write_parquet(path, df.with_columns(pl.lit(j).alias("draw")))
+        shutil.rmtree(sub)
+        log(f"parameter draw {j + 1} of {len(models)} simulated")
+    read = [pl.concat([pl.read_parquet(root / f"{name}-{j}.parquet")
+                       for j in range(len(models))]) for name in ("summary", "outcomes")]
+    shutil.rmtree(root)
+    return tuple(df.select(["draw"] + [c for c in df.columns if c != "draw"]) for df in read)
+
+
+def statistics(df: pl.DataFrame, keys) -> list:
+    """The float statistics of a summary table that get an uncertainty interval (not their
+    own Monte Carlo bounds)."""
+    return [c for c, t in df.schema.items() if t.is_float() and c not in keys
+            and not c.endswith(("_lo", "_hi"))]
+
+
+def with_uncertainty(point: pl.DataFrame, draws: pl.DataFrame, keys) -> pl.DataFrame:
+    """``point`` with ``<stat>_ui_lo`` / ``<stat>_ui_hi`` per statistic (module docstring)."""
+    stats = statistics(point, keys)
+    spread = draws.group_by(keys).agg(
+        [(pl.col(c).log() if c.endswith(RELATIVE) else pl.col(c)).std().alias(f"_sd_{c}")
+         for c in stats])
+    df = point.join(spread, on=list(keys), how="left", maintain_order="left")
+    cols = []
+    for c in stats:
+        log = c.endswith(RELATIVE)
+        x = pl.col(c).log() if log else pl.col(c)
+        half_mc = ((pl.col(f"{c}_hi").log() - pl.col(f"{c}_lo").log()) / 2 if log else
+                   (pl.col(f"{c}_hi") - pl.col(f"{c}_lo")) / 2) \
+            if f"{c}_lo" in point.columns else pl.lit(0.0)
+        half = (half_mc.fill_null(0.0) ** 2 + (Z * pl.col(f"_sd_{c}")) ** 2).sqrt()
+        lo, hi = x - half, x + half
+        cols += [(lo.exp() if log else lo).alias(f"{c}_ui_lo"),
+                 (hi.exp() if log else hi).alias(f"{c}_ui_hi")]
+    return df.with_columns(cols).drop([f"_sd_{c}" for c in stats])
+
+
+SUMMARY_KEYS = ("arm", "sex")
+OUTCOME_KEYS = ("subgroup", "level", "arm")
+
+
+def draw_record(post, seed: int, k: int, source: str) -> dict:
+    """What the manifest records about the draws."""
+    thetas = post.draws(seed, k)
+    return {"k": k, "seed": seed, "posterior": source,
+            "keys": "fold_in(fold_in(key(seed), 2**32 - 1), draw)",
+            "constants": [f.path for f in post.frees],
+            "draws": [[float(f.from_unconstrained(t)) for f, t in zip(post.frees, row)]
+                      for row in thetas],
+            "interval": "point +/- 1.96 sqrt(MC half-width^2 + SD across draws^2); log scale "
+                        "for relative risks"}
+
+
+def check_draws(k: int) -> int:
+    from bonecohort.config import ConfigError
+
+    if not 0 <= k <= 10_000 or (k == 1):
+        raise ConfigError(f"--parameter-draws {k}: must be 0 (none) or 2 to 10,000 (a spread "
+                          "needs at least two draws).")
+    return k
+
+
+__all__ = ["OUTCOME_KEYS", "SUMMARY_KEYS", "check_draws", "draw_record", "simulate_draws",
+           "statistics", "with_uncertainty"]
