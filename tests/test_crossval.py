@@ -95,3 +95,32 @@ def test_crossvalidate_command_writes_in_sample_and_held_out_side_by_side(tmp_pa
     assert table["id"].to_list() == ["COPY"]
     assert {"in_sample", "held_out", "fits_in_sample", "fits_held_out"} <= set(table.columns)
     assert "BMD targets: in sample" in res.output
+
+
+def test_predictive_intervals_in_sample_and_held_out(objective):
+    """Each fold's posterior lacks its trial's curvature: its precision is the all-trials one
+    less that trial's (``fold_posteriors``), so a held-out interval is at least as wide as the
+    in-sample one where that trial's curvature is positive; every interval holds its own
+    prediction."""
+    from bonecohort.fit.crossval import predictive
+    from bonecohort.fit.posterior import curvature, fold_posteriors
+
+    theta = np.asarray(objective.theta0) + np.array([0.05, -0.05])
+    # targets met exactly at theta: every trial's curvature is then positive semi-definite
+    objective = objective.retarget(objective(theta, with_prior=False)[2])
+    folds = cross_validate(objective, theta, 2, 0.02, trials=["copy"])
+    posts = fold_posteriors(objective, theta, folds)
+    assert posts["copy"].method == "hessian"
+    h_all, _ = curvature(objective, theta)
+    h_copy, _ = curvature(only(objective, ["copy"]), theta)
+    prior = np.eye(2) / objective.prior_sd ** 2
+    np.testing.assert_allclose(np.linalg.inv(posts["copy"].cov), 0.5 * (h_all - h_copy) + prior,
+                               rtol=1e-6)
+    intervals = predictive(objective, theta, folds, 4, 0)
+    in_sample = objective(theta, with_prior=False)[2]
+    for i, (lo_in, hi_in, lo_out, hi_out) in intervals.items():
+        assert lo_in < in_sample[i] < hi_in
+        assert hi_out - lo_out >= hi_in - lo_in - 1e-9
+        assert lo_out < folds[0].held_out[list(folds[0].targets).index(i)] < hi_out
+    rows = fold_table(objective, in_sample, folds, intervals)
+    assert {"inside_pi_in_sample", "inside_pi_held_out", "pi_out_lo"} <= set(rows[0])

@@ -68,7 +68,33 @@ def cross_validate(objective: Objective, start_theta, steps: int = 40,
     return folds
 
 
-def fold_table(objective: Objective, in_sample: np.ndarray, folds: list) -> list:
+def predictive(objective: Objective, theta, folds: list, k: int, seed: int) -> dict:
+    """{target index: (in-sample low, high, held-out low, high)} of the 90 % posterior
+    predictive intervals (fit/posterior.py): in sample from the Laplace posterior of the
+    all-trials fit ``theta``, held out from each fold's posterior without its trial
+    (``fold_posteriors``), each with ``k`` draws of the constants simulating the trial's
+    targets on the objective's patients."""
+    from bonecohort.fit.posterior import fold_posteriors, predictive_bounds
+
+    whole = Fold("", [], np.zeros(0), 0.0, 0.0, 0, np.asarray(theta))
+    posts = fold_posteriors(objective, theta, [whole, *folds])
+    out = {}
+    for fold in folds:
+        held = only(objective, [fold.trial])
+        idx = np.asarray(fold.targets)
+        args = (objective.tolerance[idx], objective.log_scale[idx])
+        bounds = []
+        for post, center in ((posts[""], None), (posts[fold.trial], fold.held_out)):
+            sims = np.stack([held(t, with_prior=False)[2][idx] for t in post.draws(seed, k)])
+            center = held(theta, with_prior=False)[2][idx] if center is None else center
+            bounds.append(predictive_bounds(center, sims, *args))
+        for j, i in enumerate(idx):
+            out[int(i)] = tuple(float(b[j]) for pair in bounds for b in pair)
+    return out
+
+
+def fold_table(objective: Objective, in_sample: np.ndarray, folds: list,
+               intervals: dict | None = None) -> list:
     """Rows (one per target with a fold): id, trial, measure, observed, in-sample and
     held-out values, their misfits in units of the tolerance and whether each fits."""
     ts = objective.ts
@@ -78,11 +104,17 @@ def fold_table(objective: Objective, in_sample: np.ndarray, folds: list) -> list
             t = ts.targets[i]
             r_in = float(ts.residual(t, in_sample[i]))
             r_out = float(ts.residual(t, value))
-            rows.append({"id": t.id, "trial": fold.trial, "site": t.site, "measure": t.measure,
-                         "observed": t.observed, "in_sample": float(in_sample[i]),
-                         "held_out": float(value), "r_in_sample": r_in, "r_held_out": r_out,
-                         "fits_in_sample": abs(r_in) <= 1.0, "fits_held_out": abs(r_out) <= 1.0})
+            row = {"id": t.id, "trial": fold.trial, "site": t.site, "measure": t.measure,
+                   "observed": t.observed, "in_sample": float(in_sample[i]),
+                   "held_out": float(value), "r_in_sample": r_in, "r_held_out": r_out,
+                   "fits_in_sample": abs(r_in) <= 1.0, "fits_held_out": abs(r_out) <= 1.0}
+            if intervals is not None:
+                lo_in, hi_in, lo_out, hi_out = intervals[i]
+                row.update(pi_in_lo=lo_in, pi_in_hi=hi_in, pi_out_lo=lo_out, pi_out_hi=hi_out,
+                           inside_pi_in_sample=lo_in <= t.observed <= hi_in,
+                           inside_pi_held_out=lo_out <= t.observed <= hi_out)
+            rows.append(row)
     return rows
 
 
-__all__ = ["Fold", "cross_validate", "fold_table", "only", "without"]
+__all__ = ["Fold", "cross_validate", "fold_table", "only", "predictive", "without"]

@@ -141,14 +141,21 @@ def _exact(objective, theta):
 
 def _differences(objective, theta, step):
     """The same by central differences of the exact (reverse-mode) gradient and of the
-    simulated targets: 2p calls of calibrate's compiled programs, no new compilation."""
-    cols = []
-    for e in np.eye(theta.shape[0]) * step:
-        (_, g_hi, s_hi), (_, g_lo, s_lo) = (objective(theta + e, with_prior=False),
-                                            objective(theta - e, with_prior=False))
-        cols.append(((g_hi - g_lo) / (2 * step), (s_hi - s_lo) / (2 * step)))
-    sim = objective(theta, with_prior=False)[2]
-    return np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1), sim
+    simulated targets: 2p calls of calibrate's compiled programs, no new compilation.
+    Returns the Hessian of each trial's part as well ({trial: Hessian})."""
+    p, n = theta.shape[0], len(objective.ts.targets)
+    parts = {name: np.zeros((p, p)) for _, _, name, _ in objective.parts}
+    jac, sim = np.zeros((n, p)), np.zeros(n)
+    for i, e in enumerate(np.eye(p) * step):
+        for idx, vg, name, _ in objective.parts:
+            args = objective.arguments(idx)
+            (_, s_hi), g_hi = vg(jnp.asarray(theta + e), *args)
+            (_, s_lo), g_lo = vg(jnp.asarray(theta - e), *args)
+            parts[name][:, i] = np.asarray(g_hi - g_lo, np.float64) / (2 * step)
+            jac[idx, i] = np.asarray(s_hi - s_lo, np.float64) / (2 * step)
+    for idx, vg, _, _ in objective.parts:
+        sim[idx] = np.asarray(vg(jnp.asarray(theta), *objective.arguments(idx))[0][1])
+    return sum(parts.values()), jac, sim, parts
 
 
 # Central-difference steps in the fitted coordinates: ~cube root of the unit roundoff.
@@ -166,11 +173,15 @@ def curvature(objective, theta, method: str = "differences"):
     if method == "exact":
         hess, j_sim, sim = _exact(objective, theta)
     else:
-        hess, j_sim, sim = _differences(objective, theta, STEPS[objective.dtype_name])
+        hess, j_sim, sim, _ = _differences(objective, theta, STEPS[objective.dtype_name])
+    return 0.5 * (hess + hess.T), _residual_jacobian(objective, j_sim, sim)
+
+
+def _residual_jacobian(objective, j_sim, sim):
+    """dr/dtheta from d sim/dtheta (r is on the log scale for hazard ratios)."""
     log_scale = objective.log_scale
     scale = np.where(log_scale, 1.0 / np.where(log_scale & (sim != 0), sim, 1.0), 1.0)
-    jac_r = j_sim * (scale / objective.tolerance)[:, None]
-    return 0.5 * (hess + hess.T), jac_r
+    return j_sim * (scale / objective.tolerance)[:, None]
 
 
 def prior_sd(objective) -> np.ndarray:
@@ -199,6 +210,50 @@ def laplace(objective, theta, method: str = "differences",
     cov = np.linalg.inv(a)
     return Posterior(tuple(objective.frees), theta, 0.5 * (cov + cov.T),
                      np.asarray(objective.theta0, np.float64), sd0, method)
+
+
+Z90 = 1.6449  # two-sided 90 % normal quantile
+
+
+def predictive_bounds(center, draws, tolerance, log_scale, z: float = Z90):
+    """(low, high) of the posterior predictive interval of new observations of targets:
+    ``center`` (the prediction at the fit) +/- z sqrt(s_d^2 + tolerance^2), s_d the SD of
+    ``draws`` (k x targets, the targets simulated under k draws of the constants) and the
+    tolerance the likelihood's SD of a misfit; on the log scale where ``log_scale``."""
+    def tf(v):
+        v = np.asarray(v, np.float64)
+        return np.where(log_scale, np.log(np.where(log_scale, v, 1.0)), v)
+
+    half = z * np.sqrt(tf(draws).std(axis=0, ddof=1) ** 2 + np.asarray(tolerance) ** 2)
+    lo, hi = tf(center) - half, tf(center) + half
+    return (np.where(log_scale, np.exp(lo), lo), np.where(log_scale, np.exp(hi), hi))
+
+
+def fold_posteriors(objective, theta, folds) -> dict:
+    """{trial: Laplace posterior of the fit without that trial} for cross-validation folds
+    (fit/crossval.py ``Fold``), from one curvature at the all-trials fit ``theta``: the
+    precision without trial T is the all-trials precision less T's own part,
+    A_-T = 1/2 (H - H_T) + diag(1 / s^2), centred on the fold's own fit (the curvature of the
+    other trials is taken where the all-trials fit is; Gauss-Newton where that is not
+    positive definite)."""
+    theta = np.asarray(theta, np.float64)
+    hess, j_sim, sim, parts = _differences(objective, theta, STEPS[objective.dtype_name])
+    prior_precision = np.diag(1.0 / prior_sd(objective) ** 2)
+    jac_r = _residual_jacobian(objective, j_sim, sim)
+    out = {}
+    for fold in folds:
+        a = 0.5 * (hess - parts.get(fold.trial, 0.0)) + prior_precision
+        method = "hessian"
+        if not np.all(np.linalg.eigvalsh(0.5 * (a + a.T)) > 0):
+            keep = np.ones(len(sim), bool)
+            keep[fold.targets] = False
+            w = objective.weight * keep
+            a, method = jac_r.T @ (w[:, None] * jac_r) + prior_precision, "gauss-newton"
+        cov = np.linalg.inv(0.5 * (a + a.T))
+        out[fold.trial] = Posterior(tuple(objective.frees), np.asarray(fold.theta, np.float64),
+                                    0.5 * (cov + cov.T), np.asarray(objective.theta0),
+                                    prior_sd(objective), method)
+    return out
 
 
 def find_mode(objective, theta, iters: int = 30, tol: float = 1e-7):
@@ -285,5 +340,5 @@ def load_posterior(path, model=None) -> Posterior | None:
                      sec.get("approximation", "laplace"))
 
 
-__all__ = ["file_fields", "find_mode", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",
+__all__ = ["Z90", "predictive_bounds", "file_fields", "find_mode", "fold_posteriors", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",
            "prior_sd"]

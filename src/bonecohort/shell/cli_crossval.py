@@ -36,9 +36,13 @@ CROSSVAL_FILES = ("crossval.parquet", "crossval.csv")
               help="As in calibrate (prior centred on the hand-set constants).")
 @click.option("--trials", default=None, help="Comma-separated trials to hold out (default: "
               "each trial with targets in turn).")
+@click.option("--parameter-draws", type=int, default=0, show_default=True,
+              help="Also give each target a 90 % posterior predictive interval in sample (the "
+              "all-trials fit's Laplace posterior) and held out (each fold's), from K draws "
+              "of the constants (seed 0).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, prior_sd, trials,
-                  force):
+                  parameter_draws, force):
     """Leave-one-trial-out cross-validation: for each trial of TARGETS, refit the constants
     without it (from the hand-set constants as the fit itself, or with --warm from the
     all-trials fit; prior centred on the hand-set constants) and predict its targets. Prints and writes one row per target with its in-sample and held-out
@@ -49,11 +53,12 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
     import jax.numpy as jnp
 
     from bonecohort.fit.calibrate import Objective
-    from bonecohort.fit.crossval import cross_validate
+    from bonecohort.fit.crossval import cross_validate, predictive
     from bonecohort.fit.parameters import DEFAULT_FREE, to_theta
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import output_dir
     from bonecohort.model.params import hand_set_model
+    from bonecohort.shell.draws import check_draws
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     _persistent_compilation_cache()
@@ -73,7 +78,12 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
         in_sample = objective(theta, with_prior=False)[2]
         folds = cross_validate(objective, theta if warm else None, steps, learning_rate, log,
                                names)
-        table = _table(objective, in_sample, folds)
+        intervals = None
+        if check_draws(parameter_draws):
+            log("predictive intervals: curvature at the all-trials fit, "
+                f"{parameter_draws} draws per posterior")
+            intervals = predictive(objective, theta, folds, parameter_draws, 0)
+        table = _table(objective, in_sample, folds, intervals)
         out = out or Path("runs") / f"crossval-{ts.name}"
         with output_dir(out, force, rerun="run the same command again") as work:
             _write(table, work)
@@ -81,12 +91,12 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
     click.echo(f"written: {out}/{', '.join(CROSSVAL_FILES)}")
 
 
-def _table(objective, in_sample, folds):
+def _table(objective, in_sample, folds, intervals=None):
     import polars as pl
 
     from bonecohort.fit.crossval import fold_table
 
-    return pl.DataFrame(fold_table(objective, in_sample, folds))
+    return pl.DataFrame(fold_table(objective, in_sample, folds, intervals))
 
 
 def _write(table, folder: Path):
@@ -114,6 +124,12 @@ def format_crossval(table) -> str:
             lines.append(f"{label}: in sample {n_in} of {len(part)} "
                          f"({100 * n_in / len(part):.0f} %), held out {n_out} of {len(part)} "
                          f"({100 * n_out / len(part):.0f} %)")
+    if "inside_pi_held_out" in table.columns:
+        n = table.height
+        n_in, n_out = (int(table[c].sum()) for c in ("inside_pi_in_sample", "inside_pi_held_out"))
+        lines.append(f"inside their 90 % posterior predictive interval: in sample {n_in} of {n} "
+                     f"({100 * n_in / n:.0f} %), held out {n_out} of {n} "
+                     f"({100 * n_out / n:.0f} %)")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import polars as pl
 
 from bonecohort.cohort import with_x64
 from bonecohort.fit.parameters import default_model
+from bonecohort.fit.posterior import predictive_bounds
 from bonecohort.fit.targets import TargetSet
 from bonecohort.fit.trials import run_trials, target_value
 from bonecohort.io import atomic_write, write_parquet
@@ -70,9 +71,6 @@ def validation_table(ts: TargetSet, model: ModelParams | None = None, patients=N
     return pl.DataFrame(rows)
 
 
-Z90 = 1.6449  # 90 % normal quantile
-
-
 @with_x64
 def predictive_intervals(ts: TargetSet, table: pl.DataFrame, post, k: int, seed: int,
                          patients=None, log=lambda m: None, model=None) -> pl.DataFrame:
@@ -92,17 +90,12 @@ def predictive_intervals(ts: TargetSet, table: pl.DataFrame, post, k: int, seed:
         sims.append([float(target_value(t, ts_j.trials[t.trial], results[t.trial]))
                      for t in ts.targets])
         log(f"parameter draw {j + 1} of {k}: trials simulated")
-    draws = np.asarray(sims)
-    log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
-    point = table["simulated"].to_numpy()
-    tf = lambda v: np.where(log_scale, np.log(np.where(log_scale, v, 1.0)), v)  # noqa: E731
-    half = Z90 * np.sqrt(tf(draws).std(axis=0, ddof=1) ** 2 + table["tolerance"].to_numpy() ** 2)
-    lo, hi = tf(point) - half, tf(point) + half
-    back = lambda v: np.where(log_scale, np.exp(v), v)  # noqa: E731
-    observed = tf(table["observed"].to_numpy())
-    return table.with_columns(pl.Series("pi_lo", back(lo)), pl.Series("pi_hi", back(hi)),
-                              pl.Series("inside_pi", (observed >= lo) & (observed <= hi)),
-                              pl.Series("draws_sd", tf(draws).std(axis=0, ddof=1)))
+    lo, hi = predictive_bounds(table["simulated"].to_numpy(), np.asarray(sims),
+                               table["tolerance"].to_numpy(),
+                               np.array([t.measure == "hazard_ratio" for t in ts.targets]))
+    observed = table["observed"].to_numpy()
+    return table.with_columns(pl.Series("pi_lo", lo), pl.Series("pi_hi", hi),
+                              pl.Series("inside_pi", (observed >= lo) & (observed <= hi)))
 
 
 def plot_validation(table: pl.DataFrame, path: Path):
