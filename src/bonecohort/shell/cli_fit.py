@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -197,14 +196,10 @@ def calibrate(targets, out, start, init, free, patients, steps, learning_rate, p
     from bonecohort.fit.calibrate import Objective, fit, parse_free, provenance
     from bonecohort.fit.crossval import without
     from bonecohort.fit.parameters import DEFAULT_FREE, format_parameters, to_theta
-    from bonecohort.fit.posterior import file_fields, laplace
+    from bonecohort.fit.posterior import file_fields
     from bonecohort.fit.targets import load_targets
     from bonecohort.model.params import hand_set_model
-    from bonecohort.shell.cli_posterior import (
-        identification_text,
-        posterior_provenance,
-        write_fit,
-    )
+    from bonecohort.shell.fit_output import add_posterior, identification_text, write_fit
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     _persistent_compilation_cache()
@@ -233,12 +228,8 @@ def calibrate(targets, out, start, init, free, patients, steps, learning_rate, p
     prov = provenance(ts, result, objective, learning_rate, dt,
                       str(start) if start else "the hand-set constants",
                       str(init) if init else None)
-    post = None
-    if posterior:
-        t0 = time.perf_counter()
-        post = laplace(without(objective, held), result.theta, log=log)
-        prov.update(posterior_provenance(ts, objective, time.perf_counter() - t0,
-                                         "differences"))
+    post = add_posterior(without(objective, held), result.theta, prov, log) if posterior \
+        else None
     write_fit(out, format_parameters(result.model, frees, prov,
                                      post and file_fields(post, "differences")))
     if post is not None:

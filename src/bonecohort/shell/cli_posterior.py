@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -11,43 +10,12 @@ import click
 from bonecohort.config import ConfigError
 from bonecohort.shell.cli_fit import _bad_input_exits, _check_patients, _model_from
 from bonecohort.shell.cli_fit import _persistent_compilation_cache
-
-
-def identification_text(post, top: int = 6) -> str:
-    """The table of ``Posterior.table`` and the strongest correlations, as text."""
-    lines = [f"{'constant':<44} {'value':>10} {'90 % interval':>23} {'post SD':>8} "
-             f"{'prior SD':>8} {'ratio':>6}  most correlated with"]
-    for r in post.table():
-        lines.append(f"{r['constant']:<44} {r['value']:>10.4g} [{r['lo']:>10.4g}, "
-                     f"{r['hi']:>10.4g}] {r['posterior_sd']:>8.3f} {r['prior_sd']:>8.3f} "
-                     f"{r['sd_ratio']:>6.2f}  {r['most_correlated_with']} "
-                     f"({r['correlation']:+.2f})")
-    lines.append("strongest correlations: " + "; ".join(
-        f"{a} ~ {b} {c:+.2f}" for a, b, c in post.strongest_correlations(top)))
-    return "\n".join(lines)
-
-
-def write_table(post, path: Path):
-    import io
-
-    import polars as pl
-
-    from bonecohort.io import atomic_write
-
-    buf = io.StringIO()
-    pl.DataFrame(post.table()).write_csv(buf)
-    atomic_write(path, buf.getvalue())
-
-
-def posterior_provenance(ts, objective, seconds: float, hessian: str) -> dict:
-    """What a parameter file records about how its [posterior] was computed."""
-    import datetime as _dt
-
-    return {"posterior_targets_sha256": ts.sha256,
-            "posterior_date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "posterior_patients_per_trial": {k: t.study.patients for k, t in ts.trials.items()},
-            "posterior_dtype": objective.dtype_name, "posterior_hessian": hessian,
-            "posterior_seconds": round(seconds, 1)}
+from bonecohort.shell.fit_output import (
+    identification_text,
+    posterior_provenance,
+    write_extras,
+    write_fit,
+)
 
 
 @click.command()
@@ -115,29 +83,3 @@ def posterior(targets, params, out, start, patients, dtype, hessian, table_out, 
     click.echo(identification_text(post))
     write_extras(post, table_out, figure_out)
     click.echo("written: " + ", ".join(str(p) for p in (out, table_out, figure_out) if p))
-
-
-def write_extras(post, table_out, figure_out):
-    """The identification table (CSV) and the posterior figure (SVG), where asked for."""
-    from bonecohort.io import atomic_write
-    from bonecohort.shell.posterior_plot import posterior_svg
-
-    if table_out:
-        write_table(post, table_out)
-    if figure_out:
-        atomic_write(figure_out, posterior_svg(post))
-
-
-def write_fit(out: Path, text: str):
-    """Write a parameter file; on failure print it and exit 4."""
-    from bonecohort.io import atomic_write
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, text)
-    except OSError as exc:
-        click.echo(text)
-        click.echo(f"error: {exc.filename or out}: cannot write the parameter file "
-                   f"({exc.strerror}); the fitted parameters are printed above: free space "
-                   "or choose another --out, and save them there.", err=True)
-        sys.exit(4)

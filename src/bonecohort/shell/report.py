@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
@@ -149,6 +150,39 @@ def forest_plot(outcomes: pl.DataFrame, reference: str) -> str:
     return _svg(fig)
 
 
+Z90 = 1.6449  # two-sided 90 % normal quantile
+
+
+def posterior_svg(post) -> str:
+    """Left: prior (grey) and posterior (blue) 90 % intervals of each constant, as the
+    shift from the prior's centre in the fitted (log / logit) coordinate; right: posterior
+    correlations."""
+    p = len(post.frees)
+    fig, (ax, cx) = figure(1, 2, figsize=(12, 0.8 + 0.28 * p),
+                           gridspec_kw={"width_ratios": [1.2, 1]})
+    sd, prior_sd = post.sd(), np.where(np.isfinite(post.prior_sd), post.prior_sd, np.nan)
+    shift = post.mean - post.prior_mean
+    for j in range(p):
+        (pr,) = ax.plot([-Z90 * prior_sd[j], Z90 * prior_sd[j]], [j, j], color="0.75", lw=6,
+                        solid_capstyle="butt")
+        (po,) = ax.plot([shift[j] - Z90 * sd[j], shift[j] + Z90 * sd[j]], [j, j], color="C0")
+        (dot,) = ax.plot([shift[j]], [j], "o", color="C0", ms=3)
+        for artist, name in ((pr, "prior"), (po, "posterior"), (dot, "mode")):
+            _tag(artist, f"posterior-{name}-{j}")
+    labels = [f"{f.path} ({f.transform})" for f in post.frees]
+    ax.set_yticks(range(p), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.set_xlabel("fitted coordinate minus prior centre (grey: prior 90 %, blue: posterior 90 %)")
+    im = cx.imshow(post.corr(), vmin=-1, vmax=1, cmap="RdBu_r")
+    _tag(im, "posterior-correlation")
+    cx.set_xticks(range(p), [str(j + 1) for j in range(p)], fontsize=5)
+    cx.set_yticks(range(p), [f"{j + 1} {f.path}" for j, f in enumerate(post.frees)], fontsize=5)
+    cx.set_title("posterior correlations", fontsize=8)
+    fig.colorbar(im, ax=cx, shrink=0.6)
+    return _svg(fig)
+
+
 def write_report(run_dir: Path | str) -> Path:
     """Write ``run_dir/report.html`` from the run's outputs; returns its path."""
     run = RunDir(run_dir)
@@ -167,7 +201,6 @@ def write_report(run_dir: Path | str) -> Path:
     if "parameter_draws" in manifest:  # run with --parameter-draws: the posterior drawn from
         from bonecohort.data import SHIPPED_PARAMETERS
         from bonecohort.fit.posterior import load_posterior
-        from bonecohort.shell.posterior_plot import posterior_svg
 
         post = load_posterior(SHIPPED_PARAMETERS)
         if post is not None:
