@@ -187,9 +187,14 @@ def test_runs_under_parameter_draws_repeat_exactly(draw_runs):
 def test_uncertainty_intervals_contain_the_monte_carlo_ones_and_are_wider(draw_runs):
     (a, _), _ = draw_runs
     o = pl.read_parquet(a / "outcomes.parquet").filter(pl.col("subgroup") == "all")
-    for stat in ("hip_by_age", "mof_by_age", "deaths_horizon"):
-        assert (o[f"{stat}_ui_lo"] <= o[f"{stat}_lo"] + 1e-9).all()
-        assert (o[f"{stat}_ui_hi"] >= o[f"{stat}_hi"] - 1e-9).all()
+    for stat, mc in (("hip_by_age", "hip_by_age"), ("mof_by_age", "mof_by_age"),
+                     ("deaths_horizon", "deaths_horizon"), ("hip_rr", "hip_rr"),
+                     ("mof_rd_per_1000", "mof_rd")):
+        assert (o[f"{stat}_ui_lo"] <= o[f"{mc}_lo"] + 1e-9).all()
+        assert (o[f"{stat}_ui_hi"] >= o[f"{mc}_hi"] - 1e-9).all()
+    treated = o.filter(pl.col("arm") == "estradiol").row(0, named=True)
+    if treated["mof_rd_per_1000_ui_hi"] < 0:  # the whole interval prevents fractures
+        assert treated["mof_nnt_ui_lo"] == pytest.approx(-1000 / treated["mof_rd_per_1000_ui_lo"])
     draws = pl.read_parquet(a / "draws_summary.parquet")
     s = pl.read_parquet(a / "summary.parquet")
     col = "FN %chg y8"

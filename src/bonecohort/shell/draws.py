@@ -16,7 +16,8 @@ outcomes.parquet): the point estimate (the fit's constants) +/- 1.96 x sqrt(h_mc
 with h_mc the Monte Carlo half-width already given (_lo/_hi; 0 where a statistic has none)
 and s_d the standard deviation of the statistic across draws (law of total variance: the
 variance of a prediction is the Monte Carlo variance plus the variance of its mean across
-constants); on the log scale for relative risks. The interval therefore contains the Monte
+constants); on the log scale for relative risks; an NNT's from its risk difference's
+(``nnt_bounds``). The interval therefore contains the Monte
 Carlo interval and is wider by what the constants are unknown. With few draws s_d is itself
 uncertain (its relative SE is ~1/sqrt(2(K - 1))): use K >= 20 for reported numbers.
 """
@@ -64,7 +65,30 @@ def statistics(df: pl.DataFrame, keys) -> list:
     """The float statistics of a summary table that get an uncertainty interval (not their
     own Monte Carlo bounds)."""
     return [c for c, t in df.schema.items() if t.is_float() and c not in keys
-            and not c.endswith(("_lo", "_hi"))]
+            and not c.endswith(("_lo", "_hi", "_nnt", "_nnh"))]
+
+
+def nnt_bounds(df: pl.DataFrame) -> pl.DataFrame:
+    """``<event>_nnt_ui_lo`` / ``_hi`` from the risk difference's uncertainty interval (per
+    1000): NNT = 1000 / -RD where the whole interval prevents fractures; the upper bound is
+    infinite where the interval reaches 0 or harm."""
+    cols = []
+    for rd in [c for c in df.columns if c.endswith("_rd_per_1000")]:
+        event = rd.removesuffix("_rd_per_1000")
+        lo, hi = pl.col(f"{rd}_ui_lo"), pl.col(f"{rd}_ui_hi")
+        cols += [pl.when(lo < 0).then(-1000.0 / lo).alias(f"{event}_nnt_ui_lo"),
+                 pl.when(hi < 0).then(-1000.0 / hi).when(lo < 0).then(float("inf"))
+                 .alias(f"{event}_nnt_ui_hi")]
+    return df.with_columns(cols)
+
+
+def monte_carlo_bounds(stat: str, columns) -> tuple | None:
+    """The columns of ``stat``'s Monte Carlo interval (None if it has none): ``<stat>_lo`` /
+    ``_hi``, or ``<event>_rd_lo`` / ``_hi`` for a risk difference ``<event>_rd_per_1000``."""
+    for base in (stat, stat.removesuffix("_per_1000")):
+        if f"{base}_lo" in columns and f"{base}_hi" in columns:
+            return f"{base}_lo", f"{base}_hi"
+    return None
 
 
 def with_uncertainty(point: pl.DataFrame, draws: pl.DataFrame, keys) -> pl.DataFrame:
@@ -78,14 +102,15 @@ def with_uncertainty(point: pl.DataFrame, draws: pl.DataFrame, keys) -> pl.DataF
     for c in stats:
         log = c.endswith(RELATIVE)
         x = pl.col(c).log() if log else pl.col(c)
-        half_mc = ((pl.col(f"{c}_hi").log() - pl.col(f"{c}_lo").log()) / 2 if log else
-                   (pl.col(f"{c}_hi") - pl.col(f"{c}_lo")) / 2) \
-            if f"{c}_lo" in point.columns else pl.lit(0.0)
+        mc = monte_carlo_bounds(c, point.columns)
+        half_mc = pl.lit(0.0) if mc is None else (
+            (pl.col(mc[1]).log() - pl.col(mc[0]).log()) / 2 if log
+            else (pl.col(mc[1]) - pl.col(mc[0])) / 2)
         half = (half_mc.fill_null(0.0) ** 2 + (Z * pl.col(f"_sd_{c}")) ** 2).sqrt()
         lo, hi = x - half, x + half
         cols += [(lo.exp() if log else lo).alias(f"{c}_ui_lo"),
                  (hi.exp() if log else hi).alias(f"{c}_ui_hi")]
-    return df.with_columns(cols).drop([f"_sd_{c}" for c in stats])
+    return nnt_bounds(df.with_columns(cols).drop([f"_sd_{c}" for c in stats]))
 
 
 SUMMARY_KEYS = ("arm", "sex")
@@ -113,5 +138,5 @@ def check_draws(k: int) -> int:
     return k
 
 
-__all__ = ["OUTCOME_KEYS", "SUMMARY_KEYS", "check_draws", "draw_record", "simulate_draws",
-           "statistics", "with_uncertainty"]
+__all__ = ["OUTCOME_KEYS", "SUMMARY_KEYS", "check_draws", "draw_record", "monte_carlo_bounds",
+           "nnt_bounds", "simulate_draws", "statistics", "with_uncertainty"]
