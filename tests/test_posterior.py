@@ -192,16 +192,41 @@ def test_uncertainty_intervals_contain_the_monte_carlo_ones_and_are_wider(draw_r
                      ("mof_rd_per_1000", "mof_rd")):
         assert (o[f"{stat}_ui_lo"] <= o[f"{mc}_lo"] + 1e-9).all()
         assert (o[f"{stat}_ui_hi"] >= o[f"{mc}_hi"] - 1e-9).all()
+        assert o[f"{stat}_ui_lo"].null_count() == 0 and o[f"{stat}_ui_hi"].null_count() == 0
+    for r in o.iter_rows(named=True):  # NNT bounds from the risk difference's interval
+        lo, hi = r["mof_rd_per_1000_ui_lo"], r["mof_rd_per_1000_ui_hi"]
+        assert r["mof_nnt_ui_lo"] == (pytest.approx(-1000 / lo) if lo < 0 else None)
+        assert r["mof_nnt_ui_hi"] == (pytest.approx(-1000 / hi) if hi < 0 else
+                                      (float("inf") if lo < 0 else None))
+    # one interval by hand: log RR +/- 1.96 sqrt(MC half-width^2 + SD across draws^2)
     treated = o.filter(pl.col("arm") == "estradiol").row(0, named=True)
-    if treated["mof_rd_per_1000_ui_hi"] < 0:  # the whole interval prevents fractures
-        assert treated["mof_nnt_ui_lo"] == pytest.approx(-1000 / treated["mof_rd_per_1000_ui_lo"])
+    per_draw = pl.read_parquet(a / "draws_outcomes.parquet").filter(
+        (pl.col("subgroup") == "all") & (pl.col("arm") == "estradiol"))["hip_rr"].to_numpy()
+    half = np.hypot((np.log(treated["hip_rr_hi"]) - np.log(treated["hip_rr_lo"])) / 2,
+                    1.96 * np.log(per_draw).std(ddof=1))
+    assert treated["hip_rr_ui_lo"] == pytest.approx(treated["hip_rr"] * np.exp(-half), rel=1e-6)
+    assert treated["hip_rr_ui_hi"] == pytest.approx(treated["hip_rr"] * np.exp(half), rel=1e-6)
     draws = pl.read_parquet(a / "draws_summary.parquet")
     s = pl.read_parquet(a / "summary.parquet")
     col = "FN %chg y8"
     assert draws[col].n_unique() == draws.height  # the constants move every arm's BMD
+    assert s[f"{col}_ui_lo"].null_count() == 0
     assert (s[f"{col}_ui_lo"] < s[col]).all() and (s[col] < s[f"{col}_ui_hi"]).all()
     p10 = draws.group_by("arm").agg(pl.col(col).std())
     assert (p10[col] > 0).all()
+
+
+def test_predictive_bounds_by_hand():
+    from bonecohort.fit.posterior import predictive_bounds
+
+    draws = np.array([[1.0, 0.8], [3.0, 1.25]])  # two draws of a BMD change and a ratio
+    lo, hi = predictive_bounds(np.array([2.0, 1.0]), draws, np.array([1.0, 0.2]),
+                               np.array([False, True]))
+    sd = np.std([1.0, 3.0], ddof=1)
+    assert lo[0] == pytest.approx(2.0 - Z90 * np.hypot(sd, 1.0))
+    sd_log = np.std(np.log([0.8, 1.25]), ddof=1)
+    assert hi[1] == pytest.approx(np.exp(Z90 * np.hypot(sd_log, 0.2)))
+    assert lo[1] * hi[1] == pytest.approx(1.0)  # symmetric on the log scale
 
 
 def test_parameter_draws_need_two_or_more(tmp_path):

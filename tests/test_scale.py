@@ -20,6 +20,7 @@ patients = 1500
 seed = 11
 horizon_years = 5
 chunk_size = 500
+steps_per_year = 24  # the parameter draws' constants need it (README, Uncertainty)
 
 [population]
 age_min = 50
@@ -40,7 +41,8 @@ name = "estradiol"
   duration_years = 3
 """
 
-OUTPUTS = ("summary", "outcomes", "cumulative", "tscores")
+OUTPUTS = ("summary", "outcomes", "cumulative", "tscores", "draws_summary", "draws_outcomes")
+DRAWS = ("--parameter-draws", 3)  # every run also under 3 draws of the fitted constants
 
 
 def cli(*args, env=None):
@@ -79,12 +81,12 @@ def runs(tmp_path_factory):
     cfg.write_text(STUDY)
     port = free_port()
     dist = [cli("run", cfg, "--out", root / "two", "--distributed", "--coordinator",
-                f"localhost:{port}", "--num-processes", 2, "--process-id", i, "-q")
+                f"localhost:{port}", "--num-processes", 2, "--process-id", i, "-q", *DRAWS)
             for i in (0, 1)]
     for p in dist:
         finish(p)
-    one = cli("run", cfg, "--out", root / "one", "-q")
-    four = cli("run", cfg, "--out", root / "four", "--devices", 4, "-q",
+    one = cli("run", cfg, "--out", root / "one", "-q", *DRAWS)
+    four = cli("run", cfg, "--out", root / "four", "--devices", 4, "-q", *DRAWS,
                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     finish(one), finish(four)
     return root
@@ -96,16 +98,23 @@ def test_four_devices_give_results_identical_to_one(runs):
     same_results(runs / "one", runs / "four")
 
 
-def test_two_processes_give_results_identical_to_one(runs):
+def test_two_processes_give_results_identical_to_one(runs, tmp_path):
+    import shutil
+
     two = runs / "two"
     assert sorted(p.name for p in two.glob("chunks-*.jsonl")) == ["chunks-0000.jsonl",
                                                                    "chunks-0001.jsonl"]
     for i, path in enumerate(sorted(two.glob("chunks-*.jsonl"))):
         starts = [json.loads(line)["start"] for line in path.read_text().splitlines()]
         assert starts == list(range(500 * i, 1500, 1000))  # each process: its own chunks
-    res = CliRunner().invoke(main, ["summarize", str(two), "-q"])
+    # each process simulated its share of the parameter draws: 0 and 2, and 1
+    assert sorted(p.name for p in (two / "draws").glob("summary-*")) == [
+        "summary-0.parquet", "summary-1.parquet", "summary-2.parquet"]
+    shutil.copytree(two, tmp_path / "two")  # the other tests summarize copies of it too
+    res = CliRunner().invoke(main, ["summarize", str(tmp_path / "two"), "-q"])
     assert res.exit_code == 0, res.output
-    same_results(runs / "one", two)
+    same_results(runs / "one", tmp_path / "two")
+    assert not (tmp_path / "two" / "draws").exists()
 
 
 def test_summarize_refuses_an_unfinished_distributed_run(runs, tmp_path):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bonecohort.cohort import with_x64
 from bonecohort.fit.calibrate import Objective, fit
 
 
@@ -68,6 +69,7 @@ def cross_validate(objective: Objective, start_theta, steps: int = 40,
     return folds
 
 
+@with_x64
 def predictive(objective: Objective, theta, folds: list, k: int, seed: int) -> dict:
     """{target index: (in-sample low, high, held-out low, high)} of the 90 % posterior
     predictive intervals (fit/posterior.py): in sample from the Laplace posterior of the

@@ -98,7 +98,8 @@ class Posterior:
                          "value": float(_natural([f], self.mean[j:j + 1])[0]),
                          "lo": float(ci[j, 0]), "hi": float(ci[j, 1]),
                          "posterior_sd": float(sd[j]), "prior_sd": float(self.prior_sd[j]),
-                         "sd_ratio": float(sd[j] / self.prior_sd[j]),
+                         "sd_ratio": float(sd[j] / self.prior_sd[j])
+                         if np.isfinite(self.prior_sd[j]) else float("nan"),
                          "most_correlated_with": self.frees[m].path if m != j else "",
                          "correlation": float(corr[j, m]) if m != j else 0.0})
         return rows
@@ -184,6 +185,18 @@ def _residual_jacobian(objective, j_sim, sim):
     return j_sim * (scale / objective.tolerance)[:, None]
 
 
+def _check_determined(a, frees):
+    """A ValueError naming the constants the targets leave undetermined (no prior)."""
+    vals, vecs = np.linalg.eigh(0.5 * (a + a.T))
+    if np.all(vals > 1e-12 * max(vals.max(), 1e-300)):
+        return
+    worst = vecs[:, np.argmin(vals)]
+    names = [frees[i].path for i in np.argsort(-np.abs(worst))[:3]]
+    raise ValueError("the targets do not determine the constants along a direction led by "
+                     f"{', '.join(names)} and there is no prior to: give a prior (--prior-sd) "
+                     "or fit fewer constants.")
+
+
 def prior_sd(objective) -> np.ndarray:
     """The prior SD of each fitted coordinate (inf where the objective has no prior)."""
     if objective.prior_sd is None:
@@ -207,6 +220,7 @@ def laplace(objective, theta, method: str = "differences",
         method = "gauss-newton"
         log("the Hessian at the fit is not positive definite (the fit is not at a mode); "
             "using the Gauss-Newton approximation")
+    _check_determined(a, objective.frees)
     cov = np.linalg.inv(a)
     return Posterior(tuple(objective.frees), theta, 0.5 * (cov + cov.T),
                      np.asarray(objective.theta0, np.float64), sd0, method)
@@ -229,6 +243,7 @@ def predictive_bounds(center, draws, tolerance, log_scale, z: float = Z90):
     return (np.where(log_scale, np.exp(lo), lo), np.where(log_scale, np.exp(hi), hi))
 
 
+@with_x64
 def fold_posteriors(objective, theta, folds) -> dict:
     """{trial: Laplace posterior of the fit without that trial} for cross-validation folds
     (fit/crossval.py ``Fold``), from one curvature at the all-trials fit ``theta``: the
@@ -249,6 +264,7 @@ def fold_posteriors(objective, theta, folds) -> dict:
             keep[fold.targets] = False
             w = objective.weight * keep
             a, method = jac_r.T @ (w[:, None] * jac_r) + prior_precision, "gauss-newton"
+        _check_determined(a, objective.frees)
         cov = np.linalg.inv(0.5 * (a + a.T))
         out[fold.trial] = Posterior(tuple(objective.frees), np.asarray(fold.theta, np.float64),
                                     0.5 * (cov + cov.T), np.asarray(objective.theta0),
@@ -304,7 +320,7 @@ def load_posterior(path, model=None) -> Posterior | None:
     from pathlib import Path
 
     from bonecohort.config import ConfigError
-    from bonecohort.fit.parameters import check_path, load_parameters, to_theta
+    from bonecohort.fit.parameters import check_path, load_parameters
     from bonecohort.model.params import hand_set_model
 
     path = Path(path)
@@ -317,11 +333,13 @@ def load_posterior(path, model=None) -> Posterior | None:
     def bad(field, why):
         return ConfigError(f"{path}: [posterior] {field}: {why}.")
 
-    names = list(raw["parameters"])
+    if not isinstance(sec, dict):
+        raise bad("", "must be a table")
+    frees = tuple(check_path(n, model) for n in raw["parameters"])
     coords = sec.get("coordinates")
-    if not isinstance(coords, list) or [c.split(" ")[0] for c in coords] != names:
-        raise bad("coordinates", "must list the constants of [parameters], in their order")
-    frees = tuple(check_path(n, model) for n in names)
+    if coords != [f"{f.path} ({f.transform})" for f in frees]:
+        raise bad("coordinates", "must list the constants of [parameters] in their order, each "
+                  "with its fitted coordinate, e.g. \"hormones.rho_L (log)\"")
     p = len(frees)
     try:
         cov = np.asarray(sec["covariance"], np.float64)
@@ -335,9 +353,14 @@ def load_posterior(path, model=None) -> Posterior | None:
         raise bad("covariance", "must be positive definite")
     if prior_mean.shape != (p,) or prior_sd.shape != (p,):
         raise bad("prior_mean, prior_sd", f"must hold {p} numbers each")
-    mean = np.asarray(to_theta(model, frees), np.float64)
+    # from the file's numbers in float64 (not through the model, whose per-site arrays
+    # hold them in the precision JAX had when it was loaded)
+    values = np.array([raw["parameters"][f.path] for f in frees], np.float64)
+    mean = np.where([f.transform == "log" for f in frees], np.log(values),
+                    np.log(values) - np.log1p(-values))
+    method = "gauss-newton" if "gauss-newton" in str(sec.get("approximation")) else "hessian"
     return Posterior(frees, mean, cov, prior_mean, np.where(prior_sd > 0, prior_sd, np.inf),
-                     sec.get("approximation", "laplace"))
+                     method)
 
 
 __all__ = ["Z90", "predictive_bounds", "file_fields", "find_mode", "fold_posteriors", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",

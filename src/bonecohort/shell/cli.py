@@ -121,7 +121,7 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
                 index, count, _ = run_distributed_process(
                     study, out, log=log, progress=progress, devices=devices,
                     coordinator=coordinator, num_processes=num_processes,
-                    process_id=process_id)
+                    process_id=process_id, parameter_draws=draws)
             click.echo(f"Process {index} of {count} finished its chunks in {out}/; when every "
                        f"process has finished: bonecohort summarize {out}")
             return
@@ -132,16 +132,13 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
 
 
 def _parameter_draws(k: int, distributed: bool):
-    """(posterior, k, source) for ``--parameter-draws k`` (None for 0)."""
-    from bonecohort.shell.cli_fit import _posterior_for_draws
+    """(posterior, k, source) for ``--parameter-draws k`` (None for 0); a distributed
+    process gets (None, k, source) and loads the posterior after jax.distributed starts."""
+    from bonecohort.shell.draws import SHIPPED_SOURCE, check_draws, posterior_of
 
-    post = _posterior_for_draws(None, k)
-    if post is None:
+    if not check_draws(k):
         return None
-    if distributed:
-        raise ConfigError("--parameter-draws: not with --distributed (run the draws on one "
-                          "machine; --devices shares each chunk among its devices).")
-    return post, k, "bonecohort/data/parameters/public.toml [posterior]"
+    return (None if distributed else posterior_of()), k, SHIPPED_SOURCE
 
 
 UI_NOTE = (" and [uncertainty intervals]: Monte Carlo and the fitted constants' posterior "

@@ -66,6 +66,7 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
         if steps < 0 or not learning_rate > 0 or prior_sd < 0:
             raise ConfigError("--steps must be >= 0, --learning-rate > 0 and --prior-sd >= 0.")
         _check_patients(patients)
+        check_draws(parameter_draws)
         ts = load_targets(targets).with_patients(patients)
         names = [n.strip() for n in trials.split(",")] if trials else None
         unknown = sorted(set(names or ()) - set(ts.trials))
@@ -79,7 +80,7 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
         folds = cross_validate(objective, theta if warm else None, steps, learning_rate, log,
                                names)
         intervals = None
-        if check_draws(parameter_draws):
+        if parameter_draws:
             log("predictive intervals: curvature at the all-trials fit, "
                 f"{parameter_draws} draws per posterior")
             intervals = predictive(objective, theta, folds, parameter_draws, 0)

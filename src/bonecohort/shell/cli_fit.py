@@ -75,18 +75,9 @@ def _model_from(params):
 def _posterior_for_draws(params, k: int):
     """The posterior of ``params`` (default: the shipped fit) to draw ``k`` times from, or
     None for k = 0; a ConfigError where the file has none."""
-    from bonecohort.data import SHIPPED_PARAMETERS
-    from bonecohort.fit.posterior import load_posterior
-    from bonecohort.shell.draws import check_draws
+    from bonecohort.shell.draws import check_draws, posterior_of
 
-    if not check_draws(k):
-        return None
-    path = params or SHIPPED_PARAMETERS
-    post = load_posterior(path)
-    if post is None:
-        raise ConfigError(f"--parameter-draws: {path} has no [posterior]; add one with "
-                          "`bonecohort posterior`.")
-    return post
+    return posterior_of(params) if check_draws(k) else None
 
 
 def _check_patients(patients):

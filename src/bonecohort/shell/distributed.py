@@ -24,6 +24,15 @@ from bonecohort.io import (
     owned,
     read_journal,
 )
+from bonecohort.fit.parameters import default_model
+from bonecohort.shell.draws import (
+    SHIPPED_SOURCE,
+    collect_draws,
+    draw_record,
+    missing_draws,
+    posterior_of,
+    simulate_draws,
+)
 from bonecohort.shell.runner import (
     RESUME_KEYS,
     local_devices,
@@ -52,12 +61,14 @@ def _initialize_distributed(coordinator, num_processes, process_id) -> tuple[int
 @with_x64
 def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progress=None,
                             devices: int | None = None, coordinator: str | None = None,
-                            num_processes: int | None = None, process_id: int | None = None):
+                            num_processes: int | None = None, process_id: int | None = None,
+                            parameter_draws: tuple | None = None):
     """One process of a run over several processes (``jax.distributed``): it simulates its
     own chunks and writes their parts and its journal straight into ``out``, which all
     processes share (a shared file system across machines; they hold its lock shared).
     Summaries are made afterwards by ``summarize_run(out)``. Rerunning the same command
-    resumes: finished chunks are kept."""
+    resumes: finished chunks are kept. ``parameter_draws = (posterior, K, source)``: the
+    process then simulates its share of the K draws of the constants (draws.py)."""
     if not study.eligibility.is_open:
         raise ConfigError(f"{study.path}: [eligibility]: a distributed run needs a study "
                           "without eligibility criteria (each process must know its patient "
@@ -65,13 +76,19 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
                           "all of its devices).")
     with owned(out, shared=True):
         index, processes = _initialize_distributed(coordinator, num_processes, process_id)
+        k = parameter_draws[1] if parameter_draws else 0
         claim_shared(out, {**run_identity(study), "processes": processes,
-                           "devices_per_process": len(local_devices(devices))},
-                     study.config_text)
+                           "devices_per_process": len(local_devices(devices)),
+                           **({"parameter_draws": k} if k else {})}, study.config_text)
         log(f"process {index} of {processes}, devices {local_devices(devices)}")
         with io_failures(out, RERUN_DISTRIBUTED):
             screened = simulate_study(study, out, log=log, progress=progress,
                                       devices=devices, process=(index, processes))
+            if k:
+                post = parameter_draws[0] or posterior_of()
+                simulate_draws(study, out, post.models(default_model(), study.seed, k),
+                               lambda s, w, m: simulate_study(s, w, model=m, devices=devices),
+                               log, (index, processes))
     return index, processes, screened
 
 
@@ -122,4 +139,20 @@ def summarize_run(run_dir: Path, log=lambda msg: None) -> tuple[Study, dict]:
                           "wait for every process, or rerun the missing processes with the "
                           "same command.")
         t0 = time.perf_counter()
-        return study, write_summaries(study, run_dir, study.patients, t0, log)
+        return study, write_summaries(study, run_dir, study.patients, t0, log,
+                                      _collected_draws(run_dir, study, identity))
+
+
+def _collected_draws(run_dir: Path, study: Study, identity: dict):
+    """The per-draw tables and manifest record of a distributed run's parameter draws (None
+    if it has none); refused while a draw is missing."""
+    k = identity.get("parameter_draws", 0)
+    if not k:
+        return None
+    missing = missing_draws(run_dir, k)
+    if missing:
+        raise Refused(f"{run_dir}: parameter draw(s) {', '.join(map(str, missing))} of {k} "
+                      "are not finished; rerun the processes' command (finished draws are "
+                      "kept).")
+    record = draw_record(posterior_of(), study.seed, k, SHIPPED_SOURCE)
+    return (*collect_draws(run_dir, k), record)

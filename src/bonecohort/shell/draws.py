@@ -7,7 +7,8 @@ Draw j of the constants is ``Posterior.draws(seed, K)[j]`` (fit/posterior.py: ke
 numbers and the spread between draws is the constants' alone. Draws run one after another
 through the same compiled chunk program (the constants are its arguments), each streaming its
 patients to parquet parts under ``work/draws/draw-J`` that are summarized (lazily) and deleted,
-so memory and disk do not grow with K x N. Per-draw statistics are written to
+so memory and disk do not grow with K x N. In a distributed run process i of P simulates
+draws i, i + P, ... (each on its own devices) and ``summarize`` collects them. Per-draw statistics are written to
 ``draws_summary.parquet`` and ``draws_outcomes.parquet`` (a ``draw`` column beside the
 columns of summary.parquet and outcomes.parquet).
 
@@ -24,30 +25,43 @@ uncertain (its relative SE is ~1/sqrt(2(K - 1))): use K >= 20 for reported numbe
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import polars as pl
 
-from bonecohort.io import RunDir, write_parquet
+from bonecohort.io import RunDir, atomic_write, write_parquet
 from bonecohort.shell.summarize import Z, arm_summary, outcome_summary
+from bonecohort.shell.tables import SimulationError
 
 RELATIVE = ("_rr",)  # statistics whose interval is taken on the log scale
 
 
-def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None):
-    """(per-draw summary, per-draw outcomes) of ``study`` under each model of ``models``;
-    ``simulate(study, work, model)`` is the runner's ``simulate_study``. A draw whose tables
-    exist in ``work/draws`` (an interrupted run) is not simulated again."""
+def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None,
+                   share: tuple[int, int] = (0, 1)):
+    """Simulate ``study`` under each model of ``models`` (draw j: ``models[j]``) and write
+    its per-draw tables to ``work/draws``; ``simulate(study, work, model)`` is the runner's
+    ``simulate_study``. ``share = (i, P)``: process i of a distributed run simulates draws
+    i, i + P, ... A draw whose tables exist (an interrupted run) is not simulated again."""
     arms = [a.name for a in study.arms]
     root = Path(work) / "draws"
-    root.mkdir(parents=True, exist_ok=True)
+    _claim(root, models)
+    index, processes = share
     for j, model in enumerate(models):
-        done = [root / f"{name}-{j}.parquet" for name in ("summary", "outcomes")]
-        if all(p.exists() for p in done):
+        done = _draw_tables(root, j)
+        if j % processes != index or all(p.exists() for p in done):
             continue
         sub = root / f"draw-{j}"
-        simulate(study, sub, model)
+        try:
+            simulate(study, sub, model)
+        except SimulationError as exc:
+            raise SimulationError(
+                f"under parameter draw {j} of the fitted constants: {exc} The study's "
+                f"{study.grid.steps_per_year} steps a year are too coarse for these constants "
+                "(a draw far in the tail of a constant the targets leave open, e.g. a strong "
+                "RANKL action, makes the remodeling transients faster): set [study] "
+                "steps_per_year = 24 or 48.") from None
         lazy = pl.scan_parquet(RunDir(sub).parts_glob)
         tables = (arm_summary(lazy, study.horizon_years, arms),
                   outcome_summary(lazy, arms, study.outcomes.probability_ages))
@@ -55,9 +69,44 @@ def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None
             write_parquet(path, df.with_columns(pl.lit(j).alias("draw")))
         shutil.rmtree(sub)
         log(f"parameter draw {j + 1} of {len(models)} simulated")
-    read = [pl.concat([pl.read_parquet(root / f"{name}-{j}.parquet")
-                       for j in range(len(models))]) for name in ("summary", "outcomes")]
-    shutil.rmtree(root)
+
+
+def _claim(root: Path, models: list):
+    """Create ``root`` for these draws; tables left there by draws of other constants (an
+    interrupted run with another seed, K or posterior) are removed first."""
+    from bonecohort.cohort import fingerprint
+
+    stamp = root / "draws.json"
+    mine = json.dumps({"k": len(models), "constants": [fingerprint(m) for m in models]})
+    if root.exists() and (not stamp.exists() or stamp.read_text() != mine):
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        atomic_write(stamp, mine)
+
+
+def _draw_tables(root: Path, j: int) -> list:
+    return [root / f"{name}-{j}.parquet" for name in ("summary", "outcomes")]
+
+
+def remove_draws(work: Path):
+    """Remove ``work/draws`` (after its tables were summarized, or left from an earlier
+    attempt of a run without draws)."""
+    shutil.rmtree(Path(work) / "draws", ignore_errors=True)
+
+
+def missing_draws(work: Path, k: int) -> list:
+    """Draws among 0..k-1 whose tables are not in ``work/draws``."""
+    return [j for j in range(k)
+            if not all(p.exists() for p in _draw_tables(Path(work) / "draws", j))]
+
+
+def collect_draws(work: Path, k: int):
+    """(per-draw summary, per-draw outcomes) of draws 0..k-1 from ``work/draws`` (removed by
+    ``remove_draws`` once the run's draws_*.parquet are written)."""
+    root = Path(work) / "draws"
+    read = [pl.concat([pl.read_parquet(_draw_tables(root, j)[i]) for j in range(k)])
+            for i in range(2)]
     return tuple(df.select(["draw"] + [c for c in df.columns if c != "draw"]) for df in read)
 
 
@@ -108,8 +157,10 @@ def with_uncertainty(point: pl.DataFrame, draws: pl.DataFrame, keys) -> pl.DataF
             else (pl.col(mc[1]) - pl.col(mc[0])) / 2)
         half = (half_mc.fill_null(0.0) ** 2 + (Z * pl.col(f"_sd_{c}")) ** 2).sqrt()
         lo, hi = x - half, x + half
-        cols += [(lo.exp() if log else lo).alias(f"{c}_ui_lo"),
-                 (hi.exp() if log else hi).alias(f"{c}_ui_hi")]
+        if log:  # none for a ratio of 0 (no events in the arm) or without a value
+            ok = pl.col(c) > 0
+            lo, hi = pl.when(ok).then(lo.exp()), pl.when(ok).then(hi.exp())
+        cols += [lo.alias(f"{c}_ui_lo"), hi.alias(f"{c}_ui_hi")]
     return nnt_bounds(df.with_columns(cols).drop([f"_sd_{c}" for c in stats]))
 
 
@@ -129,6 +180,24 @@ def draw_record(post, seed: int, k: int, source: str) -> dict:
                         "for relative risks"}
 
 
+SHIPPED_SOURCE = "bonecohort/data/parameters/public.toml [posterior]"
+
+
+def posterior_of(path=None):
+    """The posterior stored in parameter file ``path`` (default: the shipped fit); a
+    ConfigError where it has none."""
+    from bonecohort.config import ConfigError
+    from bonecohort.data import SHIPPED_PARAMETERS
+    from bonecohort.fit.posterior import load_posterior
+
+    path = path or SHIPPED_PARAMETERS
+    post = load_posterior(path)
+    if post is None:
+        raise ConfigError(f"--parameter-draws: {path} has no [posterior]; add one with "
+                          "`bonecohort posterior`.")
+    return post
+
+
 def check_draws(k: int) -> int:
     from bonecohort.config import ConfigError
 
@@ -138,5 +207,6 @@ def check_draws(k: int) -> int:
     return k
 
 
-__all__ = ["OUTCOME_KEYS", "SUMMARY_KEYS", "check_draws", "draw_record", "monte_carlo_bounds",
+__all__ = ["OUTCOME_KEYS", "SHIPPED_SOURCE", "SUMMARY_KEYS", "posterior_of", "check_draws", "collect_draws", "draw_record",
+           "missing_draws", "monte_carlo_bounds", "remove_draws",
            "nnt_bounds", "simulate_draws", "statistics", "with_uncertainty"]

@@ -46,7 +46,9 @@ from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.draws import (
     OUTCOME_KEYS,
     SUMMARY_KEYS,
+    collect_draws,
     draw_record,
+    remove_draws,
     simulate_draws,
     with_uncertainty,
 )
@@ -57,13 +59,23 @@ from bonecohort.shell.summarize import (
     outcome_summary,
     tscore_distribution,
 )
-from bonecohort.shell.tables import nonfinite_patients, patient_table
+from bonecohort.shell.tables import SimulationError, nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
 
 
-class SimulationError(Exception):
-    """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
+def check_posterior_of(model: ModelParams, post):
+    """A ConfigError unless ``model`` holds the posterior's fit (its mean): the draws vary
+    the constants around the point estimate the run reports."""
+    import numpy as np
+
+    from bonecohort.fit.parameters import to_theta
+
+    if not np.allclose(np.asarray(to_theta(model, post.frees)), post.mean, rtol=1e-6,
+                       atol=1e-6):
+        raise ConfigError("--parameter-draws: the run's constants are not the fit whose "
+                          "posterior is drawn from; draw from the posterior of the model "
+                          "the run uses.")
 
 
 DRAW_TABLES = ("draws_summary", "draws_outcomes")  # per-draw tables of --parameter-draws
@@ -283,11 +295,13 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log,
               tscore_distribution(lazy, arms)]
     info = manifest(study, 0.0, screened)
     if draws is not None:
-        tables[0] = with_uncertainty(tables[0], draws[0], SUMMARY_KEYS)
-        tables[1] = with_uncertainty(tables[1], draws[1], OUTCOME_KEYS)
-        for name, df in zip(DRAW_TABLES, draws[:2]):
-            write_parquet(run.root / f"{name}.parquet", _stable(df))
+        per_draw = [_stable(df) for df in draws[:2]]
+        tables[0] = with_uncertainty(_stable(tables[0]), per_draw[0], SUMMARY_KEYS)
+        tables[1] = with_uncertainty(_stable(tables[1]), per_draw[1], OUTCOME_KEYS)
+        for name, df in zip(DRAW_TABLES, per_draw):
+            write_parquet(run.root / f"{name}.parquet", df)
         info["parameter_draws"] = draws[2]
+    remove_draws(work)
     results = {name: _stable(df) for name, df in zip(SUMMARIES, tables)}
     for name, df in results.items():
         write_parquet(run.summary(name), df)
@@ -325,10 +339,14 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
         draws = None
         if parameter_draws:
             post, k, source = parameter_draws
-            per_draw = simulate_draws(
-                study, work, post.models(model, study.seed, k),
-                lambda s, w, m: simulate_study(s, w, model=m, devices=devices), log)
-            draws = (*per_draw, draw_record(post, study.seed, k, source))
+            check_posterior_of(model, post)
+            if study.grid.steps_per_year < 24:
+                log(f"parameter draws at {study.grid.steps_per_year} steps a year: draws in "
+                    "the tails of loosely identified constants can need more "
+                    "([study] steps_per_year = 24; README, Uncertainty)")
+            simulate_draws(study, work, post.models(model, study.seed, k),
+                           lambda s, w, m: simulate_study(s, w, model=m, devices=devices), log)
+            draws = (*collect_draws(work, k), draw_record(post, study.seed, k, source))
         return write_summaries(study, work, screened, t0, log, draws)
 
 

@@ -49,7 +49,8 @@ def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame
     aggs = [pl.len().alias("patients")]
     for site in Site:
         for y in report_years(horizon):
-            aggs.append(pl.col(pct_column(site, y)).mean().alias(
+            # float64 sums: a float32 mean's last bit depends on the order of the threads' sums
+            aggs.append(pl.col(pct_column(site, y)).cast(pl.Float64).mean().alias(
                 f"{SITE_PREFIX[site].upper()} %chg y{y}"))
     aggs += [
         (100 * (pl.col("fn_tscore_entry") <= OSTEOPOROSIS_T).mean()).alias("% T<=-2.5 entry"),

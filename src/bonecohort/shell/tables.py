@@ -46,6 +46,10 @@ OSTEOPOROSIS_T = -2.5  # WHO
 OSTEOPENIA_T = -1.0
 
 
+
+class SimulationError(Exception):
+    """Numerical failure (NaN/inf) in the simulation; the message lists the patients."""
+
 def pct_column(site: Site, year: int) -> str:
     """% change of BMD at ``site`` from entry to the end of ``year`` after entry."""
     return f"{SITE_PREFIX[site]}_pct_y{year}"
