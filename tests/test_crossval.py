@@ -128,3 +128,22 @@ def test_predictive_intervals_in_sample_and_held_out(objective):
         assert lo_out < folds[0].held_out[list(folds[0].targets).index(i)] < hi_out
     rows = fold_table(objective, in_sample, folds, intervals)
     assert {"inside_pi_in_sample", "inside_pi_held_out", "pi_out_lo"} <= set(rows[0])
+
+
+def test_linear_predictive_intervals_agree_with_draws(objective):
+    """The delta-method intervals (for stored cross-validations) against 100 draws."""
+    from bonecohort.fit.crossval import linear_predictive, predictive
+
+    theta = np.asarray(objective.theta0) + np.array([0.05, -0.05])
+    objective = objective.retarget(objective(theta, with_prior=False)[2])
+    folds = cross_validate(objective, theta, 2, 0.02, trials=["copy"])
+    drawn = predictive(objective, theta, folds, 100, 0)
+    linear = linear_predictive(objective, theta,
+                               {"copy": (folds[0].targets, folds[0].held_out)})
+    assert set(drawn) == set(linear)
+    for i in drawn:
+        d, lin = np.array(drawn[i]), np.array(linear[i])
+        width_d, width_l = d[1::2] - d[::2], lin[1::2] - lin[::2]
+        np.testing.assert_allclose(width_l, width_d, rtol=0.15)
+        np.testing.assert_allclose((lin[1::2] + lin[::2]) / 2, (d[1::2] + d[::2]) / 2,
+                                   atol=0.05 * width_d.max())

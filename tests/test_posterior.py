@@ -133,31 +133,8 @@ def test_validate_gives_predictive_intervals_under_parameter_draws(fitted, tmp_p
     assert inside.to_list() == t["inside_pi"].to_list()
 
 
-STUDY = """
-[study]
-name = "draws"
-patients = 640
-seed = 3
-horizon_years = 8
-chunk_size = 320
-
-[population]
-age_min = 50
-age_max = 56
-uterus_intact_fraction = 0
-
-[[arms]]
-name = "no treatment"
-
-[[arms]]
-name = "estradiol"
-  [[arms.regimens]]
-  agent = "estradiol"
-  route = "transdermal"
-  dose = 50
-  dose_unit = "ug/day"
-  duration_years = 5
-"""
+# the scale tests' study (two arms, 24 steps a year for the draws' constants), 640 patients
+from test_scale import STUDY  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +144,8 @@ def draw_runs(tmp_path_factory):
     outs = []
     for name in ("a", "b"):
         res = CliRunner().invoke(main, ["run", str(d / "s.toml"), "--parameter-draws", "3",
-                                        "--seed", "7", "--out", str(d / name), "-q"])
+                                        "--seed", "7", "-n", "640", "--out", str(d / name),
+                                        "-q"])
         assert res.exit_code == 0, res.output
         outs.append((d / name, res.output))
     return outs
@@ -208,7 +186,7 @@ def test_uncertainty_intervals_contain_the_monte_carlo_ones_and_are_wider(draw_r
     assert treated["hip_rr_ui_hi"] == pytest.approx(treated["hip_rr"] * np.exp(half), rel=1e-6)
     draws = pl.read_parquet(a / "draws_summary.parquet")
     s = pl.read_parquet(a / "summary.parquet")
-    col = "FN %chg y8"
+    col = "FN %chg y5"
     assert draws[col].n_unique() == draws.height  # the constants move every arm's BMD
     assert s[f"{col}_ui_lo"].null_count() == 0
     assert (s[f"{col}_ui_lo"] < s[col]).all() and (s[col] < s[f"{col}_ui_hi"]).all()

@@ -244,28 +244,40 @@ def predictive_bounds(center, draws, tolerance, log_scale, z: float = Z90):
 
 
 @with_x64
-def fold_posteriors(objective, theta, folds) -> dict:
-    """{trial: Laplace posterior of the fit without that trial} for cross-validation folds
-    (fit/crossval.py ``Fold``), from one curvature at the all-trials fit ``theta``: the
-    precision without trial T is the all-trials precision less T's own part,
-    A_-T = 1/2 (H - H_T) + diag(1 / s^2), centred on the fold's own fit (the curvature of the
-    other trials is taken where the all-trials fit is; Gauss-Newton where that is not
-    positive definite)."""
+def fold_precisions(objective, theta, trials) -> tuple:
+    """({trial: (precision without it, method)}, d sim / d theta, sim) at ``theta`` from one
+    curvature: the precision without trial T is the all-trials one less T's own part,
+    A_-T = 1/2 (H - H_T) + diag(1 / s^2) (trial "" : none left out), or the Gauss-Newton
+    matrix of the other trials' targets where that is not positive definite."""
     theta = np.asarray(theta, np.float64)
     hess, j_sim, sim, parts = _differences(objective, theta, STEPS[objective.dtype_name])
     prior_precision = np.diag(1.0 / prior_sd(objective) ** 2)
     jac_r = _residual_jacobian(objective, j_sim, sim)
     out = {}
-    for fold in folds:
-        a = 0.5 * (hess - parts.get(fold.trial, 0.0)) + prior_precision
-        method = "hessian"
-        if not np.all(np.linalg.eigvalsh(0.5 * (a + a.T)) > 0):
-            keep = np.ones(len(sim), bool)
-            keep[fold.targets] = False
-            w = objective.weight * keep
+    for trial in trials:
+        a = 0.5 * (hess - parts.get(trial, 0.0)) + prior_precision
+        a, method = 0.5 * (a + a.T), "hessian"
+        if not np.all(np.linalg.eigvalsh(a) > 0):
+            w = objective.weight.copy()
+            for idx, _, name, _ in objective.parts:
+                if name == trial:
+                    w[idx] = 0.0
             a, method = jac_r.T @ (w[:, None] * jac_r) + prior_precision, "gauss-newton"
         _check_determined(a, objective.frees)
-        cov = np.linalg.inv(0.5 * (a + a.T))
+        out[trial] = (a, method)
+    return out, j_sim, sim
+
+
+def fold_posteriors(objective, theta, folds) -> dict:
+    """{trial: Laplace posterior of the fit without that trial} for cross-validation folds
+    (fit/crossval.py ``Fold``), from one curvature at the all-trials fit ``theta``
+    (``fold_precisions``: the curvature of the other trials is taken where the all-trials
+    fit is), each centred on its fold's own fit."""
+    precisions, _, _ = fold_precisions(objective, theta, [f.trial for f in folds])
+    out = {}
+    for fold in folds:
+        a, method = precisions[fold.trial]
+        cov = np.linalg.inv(a)
         out[fold.trial] = Posterior(tuple(objective.frees), np.asarray(fold.theta, np.float64),
                                     0.5 * (cov + cov.T), np.asarray(objective.theta0),
                                     prior_sd(objective), method)
@@ -363,5 +375,6 @@ def load_posterior(path, model=None) -> Posterior | None:
                      method)
 
 
-__all__ = ["Z90", "predictive_bounds", "file_fields", "find_mode", "fold_posteriors", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",
+__all__ = ["Z90", "predictive_bounds", "file_fields", "find_mode", "fold_posteriors",
+           "fold_precisions", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",
            "prior_sd"]
