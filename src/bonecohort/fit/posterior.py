@@ -28,6 +28,7 @@ fitted coordinates; its mean is the file's [parameters]) and drawn from by
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -367,9 +368,8 @@ def load_posterior(path, model=None) -> Posterior | None:
         raise bad("prior_mean, prior_sd", f"must hold {p} numbers each")
     # from the file's numbers in float64 (not through the model, whose per-site arrays
     # hold them in the precision JAX had when it was loaded)
-    values = np.array([raw["parameters"][f.path] for f in frees], np.float64)
-    mean = np.where([f.transform == "log" for f in frees], np.log(values),
-                    np.log(values) - np.log1p(-values))
+    mean = np.array([math.log(v) if f.transform == "log" else math.log(v) - math.log1p(-v)
+                     for f, v in ((f, float(raw["parameters"][f.path])) for f in frees)])
     method = "gauss-newton" if "gauss-newton" in str(sec.get("approximation")) else "hessian"
     return Posterior(frees, mean, cov, prior_mean, np.where(prior_sd > 0, prior_sd, np.inf),
                      method)
