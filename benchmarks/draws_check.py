@@ -57,8 +57,9 @@ def main():
         pl.read_parquet(tmp / "B" / f"{t}.parquet")) for t in TABLES}
     print("A == B:", same)
     o = pl.read_parquet(tmp / "A" / "outcomes.parquet").filter(pl.col("subgroup") == "all")
-    cols = [c for s in ("hip_by_age", "hip_rr", "mof_rr", "hip_rd_per_1000")
-            for c in (s, f"{s}_lo", f"{s}_hi", f"{s}_ui_lo", f"{s}_ui_hi")]
+    cols = [c for s, mc in (("hip_by_age", "hip_by_age"), ("hip_rr", "hip_rr"),
+                            ("mof_rr", "mof_rr"), ("hip_rd_per_1000", "hip_rd"))
+            for c in (s, f"{mc}_lo", f"{mc}_hi", f"{s}_ui_lo", f"{s}_ui_hi")]
     print(o.select("arm", *cols))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = Path(__file__).parent / "results" / f"{stamp}-draws_check.json"

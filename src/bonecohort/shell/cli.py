@@ -149,7 +149,12 @@ def _print_results(study, results, out):
     from bonecohort.shell.summarize import agent_notes, format_summary, headline
     click.echo(f"Study '{study.name}' ({study.patients:,} patients, seed {study.seed}); "
                f"BMD % change from entry (mean) and share with femoral-neck T-score <= -2.5:")
-    click.echo(format_summary(results["summary"]))
+    summary = results["summary"]
+    ui = [c for c in summary.columns if "_ui_" in c]
+    click.echo(format_summary(summary.drop(ui)))
+    if ui:
+        click.echo(f"(uncertainty intervals of these BMD changes, parameter draws: {out}/"
+                   "summary.parquet, columns *_ui_lo, *_ui_hi)")
     by_age = study.outcomes.by_age
     click.echo(f"Fractures per 1000 patients by age {by_age:g} (or the horizon), sampled with "
                f"common random numbers; RR and NNT vs '{study.reference_arm}' (paired 95 % "
