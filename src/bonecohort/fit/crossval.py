@@ -99,28 +99,24 @@ def predictive(objective: Objective, theta, folds: list, k: int, seed: int) -> d
 def linear_predictive(objective: Objective, theta, held_out: dict) -> dict:
     """The same intervals as ``predictive`` with the spread across the constants by the delta
     method instead of draws, from one curvature at the all-trials fit: the predictive
-    variance of targets idx is J Sigma J^T + tolerance^2, J = d r / d theta there, Sigma the
+    variance of targets idx is (J Sigma J^T + 1) tolerance^2, J = d r / d theta there, Sigma the
     all-trials posterior (in sample) or the fold's without the trial (held out).
     ``held_out``: {trial: (target indices, their held-out predictions)} (e.g. a stored
     cross-validation table, whose folds need not be run again). Returns the same dict."""
-    from bonecohort.fit.posterior import Z90, fold_precisions
+    from bonecohort.fit.posterior import fold_precisions, predictive_interval
 
     theta = np.asarray(theta, np.float64)
-    precisions, j_sim, sim = fold_precisions(objective, theta, ["", *held_out])
-    log = objective.log_scale
-    jac = j_sim / np.where(log, np.where(log & (sim != 0), sim, 1.0), 1.0)[:, None]
-    tf = lambda v, i: np.where(log[i], np.log(np.where(log[i], v, 1.0)), v)  # noqa: E731
+    precisions, jac_r, sim = fold_precisions(objective, theta, ["", *held_out])
     out = {}
     for trial, (idx, values) in held_out.items():
         idx = np.asarray(idx)
+        tol, log = objective.tolerance[idx], objective.log_scale[idx]
         bounds = []
         for a, center in ((precisions[""][0], sim[idx]),
                           (precisions[trial][0], np.asarray(values))):
-            var = np.einsum("ij,jk,ik->i", jac[idx], np.linalg.inv(a), jac[idx])
-            half = Z90 * np.sqrt(var + objective.tolerance[idx] ** 2)
-            c = tf(center, idx)
-            bounds += [np.where(log[idx], np.exp(c - half), c - half),
-                       np.where(log[idx], np.exp(c + half), c + half)]
+            # spread of the misfit r across the constants, in the target's own units
+            var_r = np.einsum("ij,jk,ik->i", jac_r[idx], np.linalg.inv(a), jac_r[idx])
+            bounds += predictive_interval(center, np.sqrt(var_r) * tol, tol, log)
         for j, i in enumerate(idx):
             out[int(i)] = tuple(float(b[j]) for b in bounds)
     return out

@@ -205,68 +205,76 @@ def prior_sd(objective) -> np.ndarray:
     return np.array([f.prior_sd or objective.prior_sd for f in objective.frees])
 
 
+def _precision(objective, hess, jac_r, weight):
+    """(posterior precision, method): 1/2 ``hess`` + the prior's, or the Gauss-Newton matrix
+    J^T W J + the prior's of the targets with ``weight`` where that is not positive definite;
+    a ValueError where even that leaves a constant undetermined."""
+    prior_precision = np.diag(1.0 / prior_sd(objective) ** 2)
+    a = 0.25 * (hess + hess.T) + prior_precision  # half the symmetrized Hessian
+    method = "hessian"
+    if not np.all(np.linalg.eigvalsh(a) > 0):
+        a, method = jac_r.T @ (weight[:, None] * jac_r) + prior_precision, "gauss-newton"
+    _check_determined(a, objective.frees)
+    return a, method
+
+
 def laplace(objective, theta, method: str = "differences",
             log=lambda m: None) -> Posterior:
     """The Laplace posterior of ``objective`` at ``theta`` (its fit); ``method`` of the
     Hessian as for ``curvature``."""
     theta = np.asarray(theta, np.float64)
     hess, jac_r = curvature(objective, theta, method)
-    sd0 = prior_sd(objective)
-    prior_precision = np.diag(1.0 / sd0 ** 2)
-    a = 0.5 * hess + prior_precision
-    method = "hessian"
-    if not np.all(np.linalg.eigvalsh(a) > 0):
-        w = objective.weight
-        a = jac_r.T @ (w[:, None] * jac_r) + prior_precision
-        method = "gauss-newton"
+    a, method = _precision(objective, hess, jac_r, objective.weight)
+    if method == "gauss-newton":
         log("the Hessian at the fit is not positive definite (the fit is not at a mode); "
             "using the Gauss-Newton approximation")
-    _check_determined(a, objective.frees)
     cov = np.linalg.inv(a)
     return Posterior(tuple(objective.frees), theta, 0.5 * (cov + cov.T),
-                     np.asarray(objective.theta0, np.float64), sd0, method)
+                     np.asarray(objective.theta0, np.float64), prior_sd(objective), method)
 
 
 Z90 = 1.6449  # two-sided 90 % normal quantile
 
 
-def predictive_bounds(center, draws, tolerance, log_scale, z: float = Z90):
-    """(low, high) of the posterior predictive interval of new observations of targets:
-    ``center`` (the prediction at the fit) +/- z sqrt(s_d^2 + tolerance^2), s_d the SD of
-    ``draws`` (k x targets, the targets simulated under k draws of the constants) and the
-    tolerance the likelihood's SD of a misfit; on the log scale where ``log_scale``."""
-    def tf(v):
-        v = np.asarray(v, np.float64)
-        return np.where(log_scale, np.log(np.where(log_scale, v, 1.0)), v)
+def fit_scale(v, log_scale):
+    """Values on the scale of the misfit: log where ``log_scale`` (hazard ratios)."""
+    v = np.asarray(v, np.float64)
+    return np.where(log_scale, np.log(np.where(log_scale, v, 1.0)), v)
 
-    half = z * np.sqrt(tf(draws).std(axis=0, ddof=1) ** 2 + np.asarray(tolerance) ** 2)
-    lo, hi = tf(center) - half, tf(center) + half
+
+def predictive_interval(center, spread_sd, tolerance, log_scale, z: float = Z90):
+    """(low, high) of the posterior predictive interval of new observations of targets:
+    ``center`` (the prediction at the fit) +/- z sqrt(spread_sd^2 + tolerance^2), the spread
+    across the constants on the misfit's scale and the tolerance the likelihood's SD."""
+    half = z * np.sqrt(np.asarray(spread_sd) ** 2 + np.asarray(tolerance) ** 2)
+    lo, hi = fit_scale(center, log_scale) - half, fit_scale(center, log_scale) + half
     return (np.where(log_scale, np.exp(lo), lo), np.where(log_scale, np.exp(hi), hi))
+
+
+def predictive_bounds(center, draws, tolerance, log_scale, z: float = Z90):
+    """``predictive_interval`` with the spread the SD of ``draws`` (k x targets, the targets
+    simulated under k draws of the constants)."""
+    spread = fit_scale(draws, log_scale).std(axis=0, ddof=1)
+    return predictive_interval(center, spread, tolerance, log_scale, z)
 
 
 @with_x64
 def fold_precisions(objective, theta, trials) -> tuple:
-    """({trial: (precision without it, method)}, d sim / d theta, sim) at ``theta`` from one
+    """({trial: (precision without it, method)}, dr / d theta, sim) at ``theta`` from one
     curvature: the precision without trial T is the all-trials one less T's own part,
     A_-T = 1/2 (H - H_T) + diag(1 / s^2) (trial "" : none left out), or the Gauss-Newton
     matrix of the other trials' targets where that is not positive definite."""
     theta = np.asarray(theta, np.float64)
     hess, j_sim, sim, parts = _differences(objective, theta, STEPS[objective.dtype_name])
-    prior_precision = np.diag(1.0 / prior_sd(objective) ** 2)
     jac_r = _residual_jacobian(objective, j_sim, sim)
     out = {}
     for trial in trials:
-        a = 0.5 * (hess - parts.get(trial, 0.0)) + prior_precision
-        a, method = 0.5 * (a + a.T), "hessian"
-        if not np.all(np.linalg.eigvalsh(a) > 0):
-            w = objective.weight.copy()
-            for idx, _, name, _ in objective.parts:
-                if name == trial:
-                    w[idx] = 0.0
-            a, method = jac_r.T @ (w[:, None] * jac_r) + prior_precision, "gauss-newton"
-        _check_determined(a, objective.frees)
-        out[trial] = (a, method)
-    return out, j_sim, sim
+        w = objective.weight.copy()
+        for idx, _, name, _ in objective.parts:
+            if name == trial:
+                w[idx] = 0.0
+        out[trial] = _precision(objective, hess - parts.get(trial, 0.0), jac_r, w)
+    return out, jac_r, sim
 
 
 def fold_posteriors(objective, theta, folds) -> dict:
@@ -375,6 +383,6 @@ def load_posterior(path, model=None) -> Posterior | None:
                      method)
 
 
-__all__ = ["Z90", "predictive_bounds", "file_fields", "find_mode", "fold_posteriors",
+__all__ = ["Z90", "fit_scale", "predictive_bounds", "predictive_interval", "file_fields", "find_mode", "fold_posteriors",
            "fold_precisions", "load_posterior", "LIKELIHOOD", "PARAMETER_STREAM", "Free", "Posterior", "curvature", "laplace",
            "prior_sd"]

@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from bonecohort.io import RunDir, atomic_write, write_parquet
-from bonecohort.shell.summarize import Z, arm_summary, outcome_summary
+from bonecohort.shell.summarize import Z, arm_tables
 from bonecohort.shell.tables import SimulationError
 
 RELATIVE = ("_rr",)  # statistics whose interval is taken on the log scale
@@ -44,7 +44,6 @@ def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None
     its per-draw tables to ``work/draws``; ``simulate(study, work, model)`` is the runner's
     ``simulate_study``. ``share = (i, P)``: process i of a distributed run simulates draws
     i, i + P, ... A draw whose tables exist (an interrupted run) is not simulated again."""
-    arms = [a.name for a in study.arms]
     root = Path(work) / "draws"
     _claim(root, models)
     index, processes = share
@@ -62,9 +61,7 @@ def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None
                 "(a draw far in the tail of a constant the targets leave open, e.g. a strong "
                 "RANKL action, makes the remodeling transients faster): set [study] "
                 "steps_per_year = 24 or 48.") from None
-        lazy = pl.scan_parquet(RunDir(sub).parts_glob)
-        tables = (arm_summary(lazy, study.horizon_years, arms),
-                  outcome_summary(lazy, arms, study.outcomes.probability_ages))
+        tables = arm_tables(pl.scan_parquet(RunDir(sub).parts_glob), study)
         for path, df in zip(done, tables):
             write_parquet(path, df.with_columns(pl.lit(j).alias("draw")))
         shutil.rmtree(sub)

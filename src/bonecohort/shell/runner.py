@@ -53,12 +53,7 @@ from bonecohort.shell.draws import (
     with_uncertainty,
 )
 from bonecohort.shell.report import write_report
-from bonecohort.shell.summarize import (
-    arm_summary,
-    cumulative_incidence,
-    outcome_summary,
-    tscore_distribution,
-)
+from bonecohort.shell.summarize import arm_tables, cumulative_incidence, tscore_distribution
 from bonecohort.shell.tables import SimulationError, nonfinite_patients, patient_table
 
 PACKAGES = ("bonecohort", "jax", "jaxlib", "optax", "polars", "click", "numpy")
@@ -289,9 +284,7 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log,
     run = RunDir(work)
     lazy = pl.scan_parquet(run.parts_glob)
     arms = [a.name for a in study.arms]
-    tables = [arm_summary(lazy, study.horizon_years, arms),
-              outcome_summary(lazy, arms, study.outcomes.probability_ages),
-              cumulative_incidence(lazy, study.horizon_years, arms),
+    tables = [*arm_tables(lazy, study), cumulative_incidence(lazy, study.horizon_years, arms),
               tscore_distribution(lazy, arms)]
     info = manifest(study, 0.0, screened)
     if draws is not None:

@@ -140,6 +140,14 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=()) -> p
         maintain_order=True)
 
 
+def arm_tables(patients: pl.LazyFrame, study) -> tuple:
+    """(``arm_summary``, ``outcome_summary``) of a study's per-patient table: the two tables
+    a run reports per arm (and, under parameter draws, per draw)."""
+    arms = [a.name for a in study.arms]
+    return (arm_summary(patients, study.horizon_years, arms),
+            outcome_summary(patients, arms, study.outcomes.probability_ages))
+
+
 def cumulative_incidence(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame:
     """Share (%) with a first hip / first major osteoporotic fracture, and dead, by the end
     of each year after entry (sampled events), per arm."""
