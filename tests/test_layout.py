@@ -18,6 +18,7 @@ LAYERS = (
     "shell",
     "fit",
     "reference_cache",
+    "outcome_inputs",
     "config",
     "cohort",
     "outcomes",

@@ -160,7 +160,8 @@ def run_patient(seed, pid, spec: PopulationSpec, model: ModelParams, steady, arm
     outcomes = None
     if setup is not None:
         key = jax.random.fold_in(jax.random.key(seed), pid)
-        outcomes = patient_outcomes(patient, life.year_ends(grid.outputs_per_year), setup, key)
+        outcomes = patient_outcomes(patient, life.year_ends(grid.outputs_per_year), setup, key,
+                                    arms)
     return ChunkResult(patient, life, outcomes)
 
 

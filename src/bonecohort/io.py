@@ -75,7 +75,7 @@ def create_exclusive(path: Path | str, data) -> bool:
 
 # --- layout ------------------------------------------------------------------------------------
 
-SUMMARIES = ("summary", "outcomes", "cumulative", "tscores")  # summary tables of a run
+SUMMARIES = ("summary", "outcomes", "cumulative", "tscores", "economics")  # of a run
 
 
 class RunDir:

@@ -27,10 +27,12 @@ from bonecohort.cohort import (
     with_x64,
 )
 from bonecohort.config import ConfigError, OutcomeOptions
+from bonecohort.config.economics import EconomicsOptions
 from bonecohort.data.epidemiology import EpidemiologyError, EpiTables, load_tables
 from bonecohort.exposure.protocol import Arm
 from bonecohort.io import atomic_write
 from bonecohort.model.params import BmdReference, ModelParams
+from bonecohort.outcome_inputs import economics_setup, harm_setup, tables_for
 from bonecohort.outcomes.hazards import Norm
 from bonecohort.outcomes.readout import OutcomeSetup, frax_style_probability
 from bonecohort.outcomes.reference import REFERENCE, build_norm, cohort_years
@@ -109,18 +111,27 @@ def reference_norm(model: ModelParams, epi: EpiTables, tscore_ref) -> Norm:
     return norm
 
 
-def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "") -> OutcomeSetup:
+def outcome_setup(opts: OutcomeOptions, model: ModelParams, where: str = "",
+                  economics: EconomicsOptions | None = None, horizon: float = 0.0
+                  ) -> OutcomeSetup:
     """Tables, the fracture-hazard reference population and constants for a study's
-    [outcomes] options (``where``: the config file, for error messages)."""
+    [outcomes] options (``where``: the config file, for error messages); with ``opts.harms``
+    the harm inputs, and with ``economics`` (the study's [economics]; ``horizon``: its
+    horizon in years) the utility and cost inputs (outcome_inputs.py)."""
     try:
         epi = load_tables(opts.tables) if opts.tables else load_tables()
     except EpidemiologyError as exc:
         raise ConfigError(f"{where}: [outcomes] tables: {exc}") from None
     frax = opts.tscore_reference.female
     norm = reference_norm(model, epi, frax)
+    harms = econ = None
+    if opts.harms or economics is not None:
+        tables = tables_for(economics.tables if economics else "", where)
+        harms = harm_setup(tables) if opts.harms else None
+        econ = None if economics is None else economics_setup(tables, economics, horizon)
     return OutcomeSetup(incidence=epi.incidence, qx=epi.qx, norm=norm, fracture=model.fracture,
                         tscore_mean=frax.mean, tscore_sd=frax.sd, by_age=opts.by_age,
-                        probability_ages=opts.probability_ages)
+                        probability_ages=opts.probability_ages, harms=harms, economics=econ)
 
 
 @with_x64

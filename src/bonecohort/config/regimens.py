@@ -19,7 +19,7 @@ from bonecohort.population import REGIMEN_SLOTS
 ARM_KEYS = {"name", "regimens", "allow_unopposed_estrogen"}
 
 REGIMEN_KEYS = {"name", "agent", "route", "dose", "dose_unit", "start", "duration_years",
-                "adherence", "persistence"}
+                "adherence", "persistence", "uterus_only"}
 START_KINDS = {"years_from_fmp": "years after the final menstrual period (0 = at the FMP)",
                "years_from_baseline": "years after study entry",
                "age": "age in years",
@@ -100,6 +100,11 @@ def parse_regimen(r, path, section, horizon, sexes, earlier):
     if adherence == 0.0:
         fail(path, section, "adherence", "must be above 0 (fraction of doses taken); remove "
               "the regimen for no treatment.")
+    uterus_only = r.get("uterus_only", False)
+    if not isinstance(uterus_only, bool):
+        fail(path, section, "uterus_only", f"expected true or false, got {uterus_only!r}.")
+    if uterus_only and sexes != ["female"]:
+        fail(path, section, "uterus_only", "applies to a population of women.")
     name = r.get("name", "")
     if name:
         name = check_str(name, path, section, "name")
@@ -109,7 +114,7 @@ def parse_regimen(r, path, section, horizon, sexes, earlier):
                    start_value=value, duration_years=duration, adherence=adherence,
                    persistence=check_number(r.get("persistence", 0.0), path, section,
                                              "persistence", 0.0, 5.0),
-                   after=after, name=name)
+                   after=after, name=name, uterus_only=uterus_only)
 
 
 def check_overlaps(regimens, path, section_of):

@@ -25,6 +25,7 @@ from bonecohort.config.checks import (
     table,
     unknown_keys,
 )
+from bonecohort.config.economics import EconomicsOptions, parse_economics
 from bonecohort.config.regimens import parse_arm
 from bonecohort.data import STUDIES_DIR
 from bonecohort.model.params import NHANES_MEN, NHANES_WOMEN, BmdReference
@@ -53,6 +54,7 @@ class OutcomeOptions:
     probability_ages: tuple = ()  # ages at which to report 10-year fracture probabilities
     tscore_reference: TScoreReference = TScoreReference()  # g/cm2, per sex
     tables: str = ""  # directory of epidemiology tables; "" = the shipped ones
+    harms: bool = True  # non-skeletal outcomes of treatment (outcomes/harms.py)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Study:
     reference_arm: str
     outcomes: OutcomeOptions = OutcomeOptions()
     eligibility: Eligibility = Eligibility()
+    economics: EconomicsOptions = EconomicsOptions()
 
     @property
     def grid(self) -> Grid:
@@ -108,14 +111,14 @@ class Study:
 
 
 SECTIONS = {"study", "population", "arms"}
-OPTIONAL_SECTIONS = {"outcomes", "eligibility"}
+OPTIONAL_SECTIONS = {"outcomes", "eligibility", "economics"}
 STUDY_KEYS = {"name", "description", "patients", "seed", "horizon_years", "chunk_size", "dtype",
               "steps_per_year", "solver", "reference_arm"}
 POPULATION_KEYS = {"sex", "age_min", "age_max", "male_fraction", "uterus_intact_fraction",
                    "surgical_menopause_fraction", "surgery_age_min", "surgery_age_max",
                    "hypogonadal_fraction"}
 OUTCOME_KEYS = {"by_age", "probability_ages", "tscore_reference_mean", "tscore_reference_sd",
-                "tscore_reference_mean_male", "tscore_reference_sd_male", "tables"}
+                "tscore_reference_mean_male", "tscore_reference_sd_male", "tables", "harms"}
 ELIGIBILITY_KEYS = {"years_since_menopause_min", "years_since_menopause_max", "tscore_min",
                     "tscore_max", "testosterone_min", "testosterone_max", "uterus"}
 SEXES = {"female": 0.0, "male": 1.0, "both": 0.5}
@@ -180,7 +183,14 @@ def _parse_outcomes(sec: dict, path) -> OutcomeOptions:
             check_number(sec.get(f"tscore_reference_sd{suffix}", ref.sd), path, name,
                          f"tscore_reference_sd{suffix}", 0.05, 0.3))
             for suffix, ref in (("", NHANES_WOMEN), ("_male", NHANES_MEN)))),
-        tables=tables)
+        tables=tables, harms=_flag(sec, path, name, "harms", True))
+
+
+def _flag(sec, path, section, key, default: bool) -> bool:
+    value = sec.get(key, default)
+    if not isinstance(value, bool):
+        fail(path, section, key, f"expected true or false, got {value!r}.")
+    return value
 
 
 def _bounds(sec, path, field, lo, hi, default):
@@ -281,6 +291,8 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
         reference_arm=reference,
         outcomes=_parse_outcomes(table(raw.get("outcomes", {}), path, "outcomes"), path),
         eligibility=eligibility,
+        economics=parse_economics(table(raw.get("economics", {}), path, "economics"), path,
+                                  horizon),
     )
 
 

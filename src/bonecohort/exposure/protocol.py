@@ -42,6 +42,7 @@ class Regimen(NamedTuple):
     persistence: float = 0.0  # discontinuation hazard, 1/yr
     after: int = -1
     name: str = ""
+    uterus_only: bool = False  # given only to women with an intact uterus (a progestogen)
 
     @property
     def route_name(self) -> str:
@@ -111,6 +112,8 @@ def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = Non
     if arm is not None:
         for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
             taken = window_fraction(a, b, start, stop) * reg.adherence
+            if reg.uterus_only:
+                taken = taken * patient.uterus_intact
             for k, v in regimen_exposure(reg, agents).items():
                 if not isinstance(v, float) or v != 0.0:
                     total[k] = total[k] + taken * v

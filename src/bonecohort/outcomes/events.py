@@ -1,10 +1,12 @@
-"""Sampled fractures and deaths of one patient under one arm (pure JAX).
+"""Sampled fractures, harm events and deaths of one patient under one arm (pure JAX).
 
 Events are drawn with uniforms that depend only on the patient and the year, the same in every
 arm (common random numbers: identical arms give identical events). Mortality: life-table
-hazard, multiplied after a hip fracture by 2.94 (women) / 3.86 (men) in the year after it and
-1.5 / 1.8 later (``FractureParams``; Haentjens 2010 Ann Intern Med 152:380, sources in
-hazards.py).
+hazard (less the deaths the harm events cause at their baseline rates, harms.py), multiplied
+after a hip fracture by 2.94 (women) / 3.86 (men) in the year after it and 1.5 / 1.8 later
+(``FractureParams``; Haentjens 2010 Ann Intern Med 152:380, sources in hazards.py); a harm
+event kills in its year with its case fatality and adds its excess death hazard for
+``excess_years`` after (harms.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from bonecohort.model.params import FractureParams
+from bonecohort.outcomes.harms import HARMS, HarmYears
 from bonecohort.outcomes.hazards import N_SITES, FractureSite
 
 
@@ -31,6 +34,20 @@ def event_uniforms(key, years: int, dtype) -> Uniforms:
     return Uniforms(u(kd, (years,)), u(kf, (years, N_SITES)), u(kp, ()))
 
 
+class HarmUniforms(NamedTuple):
+    event: jnp.ndarray  # (H, O)
+    fatal: jnp.ndarray  # (H, O)
+
+
+def harm_uniforms(key, years: int, dtype) -> HarmUniforms:
+    """Uniforms of one patient for harm events and their case fatality; the same in every arm
+    (a stream of its own, so fracture and death draws do not depend on it)."""
+    ke, kf = jax.random.split(key)
+    shape = (years, len(HARMS))
+    return HarmUniforms(jax.random.uniform(ke, shape, jnp.float32).astype(dtype),
+                        jax.random.uniform(kf, shape, jnp.float32).astype(dtype))
+
+
 class SampledEvents(NamedTuple):
     """Sampled events of one patient under one arm over the horizon."""
 
@@ -40,43 +57,75 @@ class SampledEvents(NamedTuple):
     first_mof_year: jnp.ndarray  # () int; -1: none
     death_year: jnp.ndarray  # () int; -1: alive at the horizon
     life_years: jnp.ndarray  # () years lived within the horizon
+    harm_years: jnp.ndarray  # (O,) int, year of the first event of each ``HARMS``; -1: none
+    harm_death: jnp.ndarray  # () bool, died of a harm event in its year
+    exposed: jnp.ndarray  # (H,) share of each year lived (1, 0.5 in the year of death, 0)
+    fracture_flags: jnp.ndarray  # (H, 4) bool, a fracture of each site in year k
+    harm_flags: jnp.ndarray  # (H, O) bool, the first event of each harm in year k
+
+
+def no_harms(h_death) -> HarmYears:
+    """``HarmYears`` of a run without harm outcomes: no events."""
+    zeros = jnp.zeros((len(HARMS),), h_death.dtype)
+    return HarmYears(jnp.zeros(h_death.shape + (len(HARMS),), h_death.dtype), zeros, zeros,
+                     zeros)
+
+
+def _year(fp: FractureParams, rr_first, rr_later, hy: HarmYears):
+    """One year of the event scan (``sample_events``)."""
+
+    def year(state, inputs):
+        alive, prior, years_since_hip, had, since = state
+        h, mu, ud, uf, counted, h_harm, uh, ucf = inputs
+        mult = jnp.where(years_since_hip == 1, rr_first,
+                         jnp.where(years_since_hip > 1, rr_later, 1.0))
+        excess = jnp.sum(jnp.where((since >= 1) & (since <= hy.excess_years), hy.excess, 0.0))
+        dies = alive & (ud < 1.0 - jnp.exp(-(mu * mult + excess)))
+        exposure = jnp.where(dies, 0.5, 1.0)
+        p = 1.0 - jnp.exp(-h * exposure * jnp.where(prior, fp.prior_rr, 1.0))
+        fx = alive & (uf < p)
+        harm = alive & ~had & (uh < 1.0 - jnp.exp(-h_harm * exposure))
+        fatal = (harm & (ucf < hy.case_fatality)).any()
+        hip = fx[FractureSite.HIP]
+        since_hip = jnp.where(years_since_hip > 0, years_since_hip + 1,
+                              jnp.where(hip, 1, years_since_hip))
+        since = jnp.where(since > 0, since + 1, jnp.where(harm, 1, since))
+        out = (fx, fx & counted, dies | (alive & fatal), jnp.where(alive, exposure, 0.0),
+               harm, alive & fatal & ~dies)
+        return (alive & ~dies & ~fatal, prior | fx.any(), since_hip, had | harm, since), out
+
+    return year
 
 
 def sample_events(h_sites, h_death, sex, u: Uniforms, fp: FractureParams, by_age_mask,
-                  prior_at_entry=0.0) -> SampledEvents:
-    """Sampled fractures and death for one patient and arm.
+                  prior_at_entry=0.0, hy: HarmYears | None = None,
+                  hu: HarmUniforms | None = None) -> SampledEvents:
+    """Sampled fractures, harm events and death for one patient and arm.
 
     The patient enters with a prior fracture with probability ``prior_at_entry`` (the share
     in the reference population of that age and sex, so that fractures before entry, which
     are not simulated, still raise the hazard). A patient who dies in year k is exposed to
-    fracture for half of it. Returns ``SampledEvents``.
+    fracture and harm events for half of it. ``hy``/``hu``: harm hazards and uniforms (None:
+    no harm events). Returns ``SampledEvents``.
     """
     rr_first = jnp.asarray(fp.hip_death_rr_first)[sex]
     rr_later = jnp.asarray(fp.hip_death_rr_later)[sex]
+    hy = no_harms(h_death) if hy is None else hy
+    if hu is None:
+        ones = jnp.ones(hy.hazard.shape, h_death.dtype)
+        hu = HarmUniforms(ones, ones)
+    zero = jnp.zeros((len(HARMS),), jnp.int32)
+    init = (jnp.asarray(True), u.prior < prior_at_entry, jnp.asarray(0),
+            jnp.zeros((len(HARMS),), bool), zero)
+    _, (fx, fx_by_age, dies, exposed, harm, fatal) = jax.lax.scan(
+        _year(fp, rr_first, rr_later, hy), init,
+        (h_sites, h_death, u.death, u.fracture, by_age_mask, hy.hazard, hu.event, hu.fatal))
 
-    def year(state, inputs):
-        alive, prior, years_since_hip = state
-        h, mu, ud, uf, counted = inputs
-        mult = jnp.where(years_since_hip == 1, rr_first,
-                         jnp.where(years_since_hip > 1, rr_later, 1.0))
-        dies = alive & (ud < 1.0 - jnp.exp(-mu * mult))
-        exposure = jnp.where(dies, 0.5, 1.0)
-        p = 1.0 - jnp.exp(-h * exposure * jnp.where(prior, fp.prior_rr, 1.0))
-        fx = alive & (uf < p)
-        hip = fx[FractureSite.HIP]
-        since = jnp.where(years_since_hip > 0, years_since_hip + 1,
-                          jnp.where(hip, 1, years_since_hip))
-        out = (fx, fx & counted, dies, jnp.where(alive, exposure, 0.0))
-        return (alive & ~dies, prior | fx.any(), since), out
-
-    init = (jnp.asarray(True), u.prior < prior_at_entry, jnp.asarray(0))
-    _, (fx, fx_by_age, dies, exposed) = jax.lax.scan(
-        year, init, (h_sites, h_death, u.death, u.fracture, by_age_mask))
-
-    def first(flags):
-        return jnp.where(flags.any(), jnp.argmax(flags), -1)
+    def first(flags, axis=0):
+        return jnp.where(flags.any(axis=axis), jnp.argmax(flags, axis=axis), -1)
 
     return SampledEvents(fractures=fx.sum(axis=0), fractures_by_age=fx_by_age.sum(axis=0),
                          first_hip_year=first(fx[:, FractureSite.HIP]),
                          first_mof_year=first(fx.any(axis=1)), death_year=first(dies),
-                         life_years=exposed.sum())
+                         life_years=exposed.sum(), harm_years=first(harm), harm_death=fatal.any(),
+                         exposed=exposed, fracture_flags=fx, harm_flags=harm)

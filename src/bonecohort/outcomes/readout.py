@@ -18,13 +18,27 @@ import jax
 import jax.numpy as jnp
 
 from bonecohort.model.params import BmdReference, FractureParams, Site
-from bonecohort.outcomes.events import SampledEvents, event_uniforms, sample_events
+from bonecohort.outcomes.economics import Economics, EconomicsSetup, patient_economics
+from bonecohort.outcomes.events import (
+    SampledEvents,
+    event_uniforms,
+    harm_uniforms,
+    sample_events,
+)
+from bonecohort.outcomes.harms import (
+    COMPONENTS,
+    HarmSetup,
+    background_hazard,
+    harm_years,
+    yearly_exposure,
+)
 from bonecohort.outcomes.hazards import (
     FractureSite,
     Norm,
     Trajectory,
     death_hazard,
     expected_outcomes,
+    first_event_probability,
     kind_hazards,
     site_hazards,
     site_tscores,
@@ -45,6 +59,8 @@ class OutcomeSetup(NamedTuple):
     tscore_sd: float
     by_age: float  # years; events counted "by age" happen before it
     probability_ages: tuple = ()  # static: ages for 10-year probabilities
+    harms: HarmSetup | None = None  # None: fractures and deaths only
+    economics: EconomicsSetup | None = None  # None: no QALYs and costs
 
 
 class ArmOutcomes(NamedTuple):
@@ -56,9 +72,12 @@ class ArmOutcomes(NamedTuple):
     mof_horizon: jnp.ndarray  # () expected first MOF to the horizon
     p10_hip_from_age: jnp.ndarray  # (probability ages,) from each age; NaN outside the run
     p10_mof_from_age: jnp.ndarray  # (probability ages,)
-    events: SampledEvents
-    first_hazards: jnp.ndarray  # (H, 5) per year, first fracture of each ``hazards.KINDS``
+    events: SampledEvents  # without its per-year fields (used here, not returned)
+    first_hazards: jnp.ndarray  # (H, 5 [+ O]) per year: first fracture of each
+    # ``hazards.KINDS``, then, with harms, the first event of each ``harms.HARMS``
     death_hazard: jnp.ndarray  # (H,) per year, life table
+    harm_expected: jnp.ndarray | None  # (O,) expected first harm events to the horizon
+    economics: Economics | None
 
 
 class PatientOutcomes(NamedTuple):
@@ -67,6 +86,7 @@ class PatientOutcomes(NamedTuple):
 
 
 EVENT_STREAM = 100  # fold_in index of the event uniforms under the patient's key
+HARM_STREAM = 101  # and of the harm-event uniforms
 TEN_YEARS = 10
 
 
@@ -98,39 +118,70 @@ def prior_at_entry(patient, setup: OutcomeSetup):
     return setup.norm.prior_prevalence[patient.male.astype(jnp.int32), age]
 
 
-def patient_outcomes(patient, life, setup: OutcomeSetup, key) -> PatientOutcomes:
-    """Fracture and death outcomes of one patient in every arm.
+def patient_outcomes(patient, life, setup: OutcomeSetup, key, arms: tuple = ()
+                     ) -> PatientOutcomes:
+    """Fracture, harm, death and economic outcomes of one patient in every arm.
 
     ``life``: the patient's ``LifeCourse`` read at year ends; ``key``: the patient's key
-    ``fold_in(key(seed), patient_id)``.
+    ``fold_in(key(seed), patient_id)``; ``arms``: the study's arms (static), whose
+    treatments drive the harm hazards and drug costs (needed with ``setup.harms`` or
+    ``setup.economics``).
     """
-    sex = patient.male.astype(jnp.int32)
     t_entry = tscore(patient.peak_fn_bmd * life.bmd_entry[Site.FEMORAL_NECK], setup)
     years = life.bmd_rel.shape[-1]
     u = event_uniforms(jax.random.fold_in(key, EVENT_STREAM), years, t_entry.dtype)
+    hu = harm_uniforms(jax.random.fold_in(key, HARM_STREAM), years, t_entry.dtype)
+    after = (setup.harms.after_years if setup.harms is not None
+             else jnp.zeros((len(COMPONENTS),), t_entry.dtype))
+    exposures = [yearly_exposure(arms[a] if arms else None, patient, years, after)
+                 for a in range(life.bmd_rel.shape[0])]
+    exposure = jax.tree.map(lambda *v: jnp.stack(v), *exposures)
+    return PatientOutcomes(t_entry, jax.vmap(
+        lambda b, o, e: _one_arm(patient, life, setup, u, hu, b, o, e))(
+            life.bmd_rel, life.oc, exposure))
+
+
+def _from_ages(patient, setup: OutcomeSetup, h_event, mu):
+    starts = [jnp.ceil(age - patient.age_entry).astype(jnp.int32)
+              for age in setup.probability_ages]
+    values = [window_probability(h_event, mu, s, TEN_YEARS) for s in starts]
+    return jnp.stack(values) if values else jnp.zeros((0,), h_event.dtype)
+
+
+def _one_arm(patient, life, setup: OutcomeSetup, u, hu, bmd_rel, oc, exposure
+             ) -> ArmOutcomes:
+    """``ArmOutcomes`` of one patient under one arm (``patient_outcomes``); ``exposure``:
+    the arm's ``harms.Exposure``."""
+    sex = patient.male.astype(jnp.int32)
     fp = setup.fracture
+    years = bmd_rel.shape[-1]
+    traj, h, mu = arm_hazards(patient, life.bmd_entry, bmd_rel, life.oc_entry, oc, setup)
+    hip, mof = h[:, FractureSite.HIP], h.sum(axis=1)
+    expected = expected_outcomes(h, mu, fp)
     prior = prior_at_entry(patient, setup)
-
-    def from_ages(h_event, mu):
-        starts = [jnp.ceil(age - patient.age_entry).astype(jnp.int32)
-                  for age in setup.probability_ages]
-        values = [window_probability(h_event, mu, s, TEN_YEARS) for s in starts]
-        return jnp.stack(values) if values else jnp.zeros((0,), t_entry.dtype)
-
-    def one_arm(bmd_rel, oc):
-        traj, h, mu = arm_hazards(patient, life.bmd_entry, bmd_rel, life.oc_entry, oc, setup)
-        hip, mof = h[:, FractureSite.HIP], h.sum(axis=1)
-        expected = expected_outcomes(h, mu, fp)
-        ten = min(TEN_YEARS, years)
-        return ArmOutcomes(
-            p10_hip=window_probability(hip, mu, 0, ten),
-            p10_mof=window_probability(mof, mu, 0, ten),
-            hip_horizon=expected.hip_first.sum(), mof_horizon=expected.mof_first.sum(),
-            p10_hip_from_age=from_ages(hip, mu), p10_mof_from_age=from_ages(mof, mu),
-            events=sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior),
-            first_hazards=kind_hazards(h, prior, fp), death_hazard=mu)
-
-    return PatientOutcomes(t_entry, jax.vmap(one_arm)(life.bmd_rel, life.oc))
+    first = kind_hazards(h, prior, fp)
+    hy = hu_used = None
+    mu_events, harm_expected = mu, None
+    if setup.harms is not None:
+        hy, hu_used = harm_years(patient, traj.age_index, exposure, setup.harms), hu
+        mu_events = jnp.maximum(mu - background_hazard(setup.harms, sex, traj.age_index),
+                                0.5 * mu)
+        harm_expected = jax.vmap(first_event_probability, (1, None))(hy.hazard, mu).sum(axis=1)
+        first = jnp.concatenate([first, hy.hazard], axis=1)
+    ev = sample_events(h, mu_events, sex, u, fp, traj.age < setup.by_age, prior, hy, hu_used)
+    econ = None
+    if setup.economics is not None:
+        flags = jnp.concatenate([ev.harm_flags, ev.fracture_flags], axis=1)
+        econ = patient_economics(ev.exposed, flags, exposure.taken, sex, traj.age_index,
+                                 setup.economics)
+    ten = min(TEN_YEARS, years)
+    return ArmOutcomes(
+        p10_hip=window_probability(hip, mu, 0, ten), p10_mof=window_probability(mof, mu, 0, ten),
+        hip_horizon=expected.hip_first.sum(), mof_horizon=expected.mof_first.sum(),
+        p10_hip_from_age=_from_ages(patient, setup, hip, mu),
+        p10_mof_from_age=_from_ages(patient, setup, mof, mu),
+        events=ev._replace(exposed=None, fracture_flags=None, harm_flags=None),
+        first_hazards=first, death_hazard=mu, harm_expected=harm_expected, economics=econ)
 
 
 # FRAX probabilities are for a patient *without* clinical risk factors, whose hazard lies

@@ -161,11 +161,31 @@ def _print_results(study, results, out):
                f"intervals){UI_NOTE if 'hip_rr_ui_lo' in results['outcomes'].columns else ''}"
                f"; mean expected 10-year probabilities from entry:")
     click.echo(format_summary(headline(results["outcomes"], by_age, study.horizon_years)))
+    _print_balance(study, results)
     notes = agent_notes(study.arms)
     if notes:
         click.echo("Agents used:")
         click.echo("\n".join(notes))
     click.echo(f"Results written to {out}/")
+
+
+def _print_balance(study, results):
+    from bonecohort.shell.balance import balance_sheet, economics_rows
+    from bonecohort.shell.summarize import format_summary
+    sheet = balance_sheet(results["outcomes"], study.reference_arm)
+    if not sheet.is_empty():
+        click.echo(f"Benefit-harm balance over {study.horizon_years} y: first events per 1000 "
+                   f"(95 % interval); other arms: paired difference from '{study.reference_arm}'"
+                   " (+ caused, - prevented):")
+        click.echo(format_summary(sheet))
+    econ = results.get("economics")
+    if econ is not None and not econ.is_empty():
+        e = study.economics
+        click.echo(f"Cost-effectiveness per patient ({e.currency}, price years {e.currency_year}; "
+                   f"discounted {e.discount_costs:.0%} costs, {e.discount_effects:.0%} effects "
+                   f"a year; d = vs '{study.reference_arm}'; NMB at {e.willingness_to_pay:,.0f}"
+                   " per QALY):")
+        click.echo(format_summary(economics_rows(econ)))
 
 
 @main.command()

@@ -52,6 +52,7 @@ from bonecohort.shell.draws import (
     simulate_draws,
     with_uncertainty,
 )
+from bonecohort.shell.balance import economics_table
 from bonecohort.shell.report import write_report
 from bonecohort.shell.summarize import arm_tables, cumulative_incidence, tscore_distribution
 from bonecohort.shell.tables import SimulationError, nonfinite_patients, patient_table
@@ -103,7 +104,8 @@ def _chunk_runner(study: Study, model: ModelParams | None, devices: int | None, 
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
-    setup = outcome_setup(study.outcomes, model, study.path)
+    setup = outcome_setup(study.outcomes, model, study.path, study.economics,
+                          study.horizon_years)
     log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
     devs = local_devices(devices)
     return make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
@@ -295,6 +297,8 @@ def write_summaries(study: Study, work: Path, screened: int, t0: float, log,
             write_parquet(run.root / f"{name}.parquet", df)
         info["parameter_draws"] = draws[2]
     remove_draws(work)
+    tables.append(economics_table(tables[1], study.economics.willingness_to_pay,
+                                  study.economics.currency))
     results = {name: _stable(df) for name, df in zip(SUMMARIES, tables)}
     for name, df in results.items():
         write_parquet(run.summary(name), df)

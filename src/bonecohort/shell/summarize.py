@@ -19,6 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from bonecohort.model.params import Site
+from bonecohort.shell.balance import balance_aggs, economics_aggs
 from bonecohort.shell.tables import (
     EVENTS,
     FRACTURE_COLUMNS,
@@ -98,7 +99,8 @@ def _contrast(label: str):
     ]
 
 
-def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=()) -> pl.DataFrame:
+def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=(),
+                    wtp: float = 100000.0) -> pl.DataFrame:
     """Fractures, deaths and contrasts per arm, overall and by subgroup.
 
     Columns: subgroup ("all", "sex", "age_band", "tscore_category_entry"), level, arm,
@@ -107,7 +109,8 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=()) -> p
     (mean); exp_p10_hip_pct /
     exp_p10_mof_pct (mean expected 10-year probability from entry, %), p10_hip_age{A}_pct /
     p10_mof_age{A}_pct (from age A, among patients whose simulation covers it); hip_* and
-    mof_* contrasts vs the reference arm (see module docstring).
+    mof_* contrasts vs the reference arm (see module docstring); the balance sheet and
+    economic columns of balance.py (``wtp``: willingness to pay per QALY).
     """
     aggs = [pl.len().alias("patients")]
     counts = [(c, c.removeprefix("n_")) for c in FRACTURE_COLUMNS + ("n_mof",)]
@@ -122,6 +125,8 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=()) -> p
             col = from_age_column(event, age)
             aggs.append((100 * pl.col(col).mean()).alias(f"{col.removeprefix('exp_')}_pct"))
     aggs += _paired("hip", "hip") + _paired("mof", "mof")
+    columns = patients.collect_schema().names()
+    aggs += balance_aggs(columns) + economics_aggs(columns, wtp)
     frames = []
     for sub in SUBGROUPS:
         keys = ["arm"] if sub == "all" else ["arm", sub]
@@ -145,7 +150,8 @@ def arm_tables(patients: pl.LazyFrame, study) -> tuple:
     a run reports per arm (and, under parameter draws, per draw)."""
     arms = [a.name for a in study.arms]
     return (arm_summary(patients, study.horizon_years, arms),
-            outcome_summary(patients, arms, study.outcomes.probability_ages))
+            outcome_summary(patients, arms, study.outcomes.probability_ages,
+                            study.economics.willingness_to_pay))
 
 
 def cumulative_incidence(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame:

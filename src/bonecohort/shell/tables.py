@@ -22,6 +22,15 @@ Columns (units):
   least one), ref_hip_any / ref_mof_any (the same patient in the reference arm, for paired
   contrasts); first_hip_year / first_mof_year / death_year (years after entry, 0-based; null
   if none); died; life_years
+* harms (outcomes/harms.py; with ``[outcomes] harms``): <harm>_year (year after entry of the
+  first event of each of ``HARMS``: invasive_breast_cancer, endometrial_cancer, dvt, pe,
+  stroke, chd, colorectal_cancer; null if none), exp_<harm>_horizon (expected first events
+  to the horizon), harm_death (died of a harm event in its year)
+* balance (paired with the reference arm): ref_<event> (bool) for each of ``BALANCE``: the
+  same patient's event in the reference arm (hip/mof: a first fracture within the horizon,
+  death: died within it, harms: a first event)
+* economics (outcomes/economics.py): life_years_disc, qalys, costs (discounted, the study's
+  [economics] currency) and ref_life_years_disc, ref_qalys, ref_costs (reference arm)
 
 T-scores are by each patient's sex (``config.TScoreReference``): NHANES III femoral neck of
 white women aged 20-29 (mean 0.858, SD 0.120 g/cm2) for women, of white men aged 20-29 (0.934,
@@ -37,11 +46,14 @@ import polars as pl
 from bonecohort.cohort import ChunkResult
 from bonecohort.fit.screening import entry_bmd_and_tscore, tscore_by_sex
 from bonecohort.model.params import Site
+from bonecohort.outcomes.harms import HARMS
 from bonecohort.outcomes.hazards import FractureSite
 
 SITE_PREFIX = {Site.FEMORAL_NECK: "fn", Site.LUMBAR_SPINE: "ls"}
 FRACTURE_COLUMNS = tuple(f"n_{s.key}" for s in FractureSite)
 EVENTS = ("hip", "mof")  # first hip fracture; first major osteoporotic fracture (any site)
+BALANCE = ("hip", "mof") + HARMS + ("death",)  # events of the benefit-harm balance sheet
+ECONOMICS = ("life_years_disc", "qalys", "costs")
 OSTEOPOROSIS_T = -2.5  # WHO
 OSTEOPENIA_T = -1.0
 
@@ -149,7 +161,27 @@ def _arm_columns(r: ChunkResult, a: int, ref: int, fn_entry, male, tscore_refere
         cols[key] = _year_or_null(getattr(ev, key)[:, a])
     cols["died"] = ev.death_year[:, a] >= 0
     cols["life_years"] = ev.life_years[:, a]
+    if out.harm_expected is not None:
+        for h, name in enumerate(HARMS):
+            cols[f"{name}_year"] = _year_or_null(ev.harm_years[:, a, h])
+            cols[f"exp_{name}_horizon"] = out.harm_expected[:, a, h]
+        cols["harm_death"] = ev.harm_death[:, a]
+    for key, flags in balance_events(ev, out.harm_expected is not None).items():
+        cols[f"ref_{key}"] = flags[:, ref]
+    if out.economics is not None:
+        for name in ECONOMICS:
+            values = getattr(out.economics, name.removesuffix("_disc"))
+            cols[name], cols[f"ref_{name}"] = values[:, a], values[:, ref]
     return cols
+
+
+def balance_events(ev, harms: bool) -> dict:
+    """{event of ``BALANCE``: (n, arms) bool} from a chunk's sampled events."""
+    flags = {"hip": ev.first_hip_year >= 0, "mof": ev.first_mof_year >= 0}
+    if harms:
+        flags.update({name: ev.harm_years[..., h] >= 0 for h, name in enumerate(HARMS)})
+    flags["death"] = ev.death_year >= 0
+    return flags
 
 
 def patient_table(result: ChunkResult, arm_names, rows, reference_arm: str, outcomes_opts

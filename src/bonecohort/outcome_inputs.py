@@ -1,0 +1,170 @@
+"""Harm, utility and cost inputs of a study: tables -> the arrays of the outcome read-out.
+
+``harm_setup`` and ``economics_setup`` assemble ``outcomes.harms.HarmSetup`` and
+``outcomes.economics.EconomicsSetup`` from the tables of data/harm_tables.py in the order of
+``HARMS`` (outcomes), ``COMPONENTS`` (agent routes) and ``EVENT_TYPES`` (harms, then fracture
+sites). ``InputSpread`` keeps each input's stated uncertainty (SD of a log hazard ratio or
+log cost, SD of a utility multiplier), and ``draw_inputs`` draws one set for a probabilistic
+sensitivity analysis: log hazard ratios and log costs normal, utility multipliers normal
+clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bonecohort.config.checks import ConfigError
+from bonecohort.config.economics import EconomicsOptions
+from bonecohort.data.harm_tables import (
+    HARMS_DIR,
+    MAX_AGE,
+    HarmTableError,
+    HarmTables,
+    load_harm_tables,
+)
+from bonecohort.outcomes.economics import EconomicsSetup
+from bonecohort.outcomes.harms import COMPONENTS, ENDOMETRIAL, HARMS, HarmSetup
+from bonecohort.outcomes.hazards import FractureSite
+
+EVENT_TYPES = HARMS + tuple(f"{s.key}_fracture" for s in FractureSite)
+UNOPPOSED = "unopposed_estrogen"
+# Share of US women with a uterus, for the endometrial deaths in the life table (about one in
+# five women aged 50-59 has had a hysterectomy; Merrill 2008 Womens Health Issues 18:18).
+UTERUS_SHARE = 0.8
+
+
+class InputSpread(NamedTuple):
+    """SDs of the drawn inputs (same shapes as the arrays they spread)."""
+
+    log_hr: np.ndarray  # (C, O)
+    log_hr_after: np.ndarray  # (C, O)
+    log_hr_unopposed: np.ndarray  # (O,)
+    first_year: np.ndarray  # (T,)
+    later: np.ndarray  # (T,)
+    log_cost_first: np.ndarray  # (T,)
+    log_cost_later: np.ndarray  # (T,)
+    log_drug: np.ndarray  # (C,)
+
+
+def tables_for(folder: str, where: str) -> HarmTables:
+    try:
+        return load_harm_tables(folder or HARMS_DIR)
+    except (HarmTableError, KeyError) as exc:
+        raise ConfigError(f"{where}: harm and economics tables: {exc}") from None
+
+
+def _effect_arrays(tables: HarmTables):
+    """(log_hr, sd, log_hr_after, sd_after, after_years, unopposed, sd_unopposed)."""
+    c, o = len(COMPONENTS), len(HARMS)
+    on, on_sd, off, off_sd = (np.zeros((c, o)) for _ in range(4))
+    years = np.zeros(c)
+    unopposed, unopposed_sd = np.zeros(o), np.zeros(o)
+    for e in tables.effects:
+        if e.outcome not in HARMS:
+            continue
+        j = HARMS.index(e.outcome)
+        if e.component == UNOPPOSED:
+            unopposed[j], unopposed_sd[j] = e.log_hr, e.log_hr_sd
+            continue
+        if e.component not in COMPONENTS:
+            raise HarmTableError(f"harm_effects.csv: unknown component '{e.component}' (known: "
+                                 f"agent.route names of `bonecohort agents`, or {UNOPPOSED}).")
+        i = COMPONENTS.index(e.component)
+        if e.period == "on_treatment":
+            on[i, j], on_sd[i, j] = e.log_hr, e.log_hr_sd
+        else:
+            off[i, j], off_sd[i, j] = e.log_hr, e.log_hr_sd
+            years[i] = max(years[i], e.after_years)
+    return on, on_sd, off, off_sd, years, unopposed, unopposed_sd
+
+
+def harm_setup(tables: HarmTables) -> HarmSetup:
+    on, _, off, _, years, unopposed, _ = _effect_arrays(tables)
+    incidence = np.stack([tables.incidence[h] for h in HARMS])
+    mort = [tables.mortality.get(h, (np.zeros(2), np.zeros(2), 0.0)) for h in HARMS]
+    cf = np.stack([m[0] for m in mort])
+    excess = np.stack([m[1] for m in mort])
+    excess_years = np.array([m[2] for m in mort])
+    share = np.ones(len(HARMS))
+    share[ENDOMETRIAL] = UTERUS_SHARE
+    background = np.einsum("o,osa->sa", share, incidence
+                           * (cf + excess * excess_years[:, None])[:, :, None])
+    return HarmSetup(incidence=incidence, log_hr=on, log_hr_after=off, after_years=years,
+                     log_hr_unopposed=unopposed, case_fatality=cf, excess=excess,
+                     excess_years=excess_years, background=background)
+
+
+def _cost(tables: HarmTables, item, kind):
+    value, sd, _ = tables.costs.get((item, kind), (0.0, 0.0, ""))
+    return value, sd
+
+
+def economics_setup(tables: HarmTables, opts: EconomicsOptions, horizon: float
+                    ) -> EconomicsSetup:
+    util = [[tables.utilities.get((t, p), (1.0, 0.0))[0] for t in EVENT_TYPES]
+            for p in ("first_year", "later")]
+    costs = [[_cost(tables, t, k)[0] for t in EVENT_TYPES]
+             for k in ("event_first_year", "event_later_annual")]
+    drug = np.array([_cost(tables, c, "drug_annual")[0] for c in COMPONENTS])
+    for route, usd in opts.drug_costs:
+        drug[COMPONENTS.index(route)] = usd
+    norm = tables.utility_norm
+    if norm.shape != (2, MAX_AGE):
+        raise ConfigError("utilities.csv: age norms must cover both sexes.")
+    return EconomicsSetup(norm=norm, first_year=np.array(util[0]), later=np.array(util[1]),
+                          cost_first=np.array(costs[0]), cost_later=np.array(costs[1]),
+                          drug=drug, discount_costs=np.asarray(opts.discount_costs),
+                          discount_effects=np.asarray(opts.discount_effects),
+                          years=np.asarray(min(opts.horizon_years, horizon)))
+
+
+def input_spread(tables: HarmTables, opts: EconomicsOptions) -> InputSpread:
+    _, on_sd, _, off_sd, _, _, unopposed_sd = _effect_arrays(tables)
+    util_sd = [[tables.utilities.get((t, p), (1.0, 0.0))[1] for t in EVENT_TYPES]
+               for p in ("first_year", "later")]
+    cost_sd = [[_cost(tables, t, k)[1] for t in EVENT_TYPES]
+               for k in ("event_first_year", "event_later_annual")]
+    fixed = {route for route, _ in opts.drug_costs}
+    drug_sd = np.array([0.0 if c in fixed else _cost(tables, c, "drug_annual")[1]
+                        for c in COMPONENTS])
+    return InputSpread(on_sd, off_sd, unopposed_sd, np.array(util_sd[0]), np.array(util_sd[1]),
+                       np.array(cost_sd[0]), np.array(cost_sd[1]), drug_sd)
+
+
+def draw_inputs(hs: HarmSetup, es: EconomicsSetup, spread: InputSpread, key):
+    """One draw of the harm, utility and cost inputs around ``hs`` and ``es`` (jax key)."""
+    keys = iter(jax.random.split(key, 8))
+
+    def normal(mean, sd):
+        mean = jnp.asarray(mean)
+        return mean + jnp.asarray(sd) * jax.random.normal(next(keys), mean.shape, mean.dtype)
+
+    hs = hs._replace(log_hr=normal(hs.log_hr, spread.log_hr),
+                     log_hr_after=normal(hs.log_hr_after, spread.log_hr_after),
+                     log_hr_unopposed=normal(hs.log_hr_unopposed, spread.log_hr_unopposed))
+
+    def lognormal(value, sd):
+        return jnp.asarray(value) * jnp.exp(normal(jnp.zeros_like(jnp.asarray(value)), sd))
+
+    es = es._replace(first_year=jnp.clip(normal(es.first_year, spread.first_year), 0.0, 1.0),
+                     later=jnp.clip(normal(es.later, spread.later), 0.0, 1.0),
+                     cost_first=lognormal(es.cost_first, spread.log_cost_first),
+                     cost_later=lognormal(es.cost_later, spread.log_cost_later),
+                     drug=lognormal(es.drug, spread.log_drug))
+    return hs, es
+
+
+def harm_sources(agent: str, tables: HarmTables | None = None) -> list[str]:
+    """'outcome: HR (grade) source' lines of the harm effects of ``agent``'s routes."""
+    tables = tables or load_harm_tables()
+    lines = []
+    for e in tables.effects:
+        if e.component.split(".")[0] == agent:
+            when = "" if e.period == "on_treatment" else f" after stopping ({e.after_years:g} y)"
+            lines.append(f"{e.component} {e.outcome}{when}: HR {np.exp(e.log_hr):.2f} "
+                         f"(grade {e.grade}) {e.source}")
+    return lines
