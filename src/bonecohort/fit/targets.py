@@ -52,6 +52,12 @@ BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
 FRACTURES = {"hip_fracture": "hip", "clinical_vertebral_fracture": "vertebral",
              "forearm_fracture": "forearm", "humerus_fracture": "humerus",
              "major_osteoporotic_fracture": "mof", "any_clinical_fracture": "mof"}
+# Harm outcomes of targets (outcomes.harms.HARMS; "venous_thromboembolism" reads the first DVT
+# or PE): read like fractures, from the harm hazards of a trial simulated with harms.
+HARM_SITES = ("invasive_breast_cancer", "endometrial_cancer", "dvt", "pe", "stroke", "chd",
+              "colorectal_cancer")
+FRACTURES.update({h: h for h in HARM_SITES})
+FRACTURES["venous_thromboembolism"] = "vte"
 BMD_MEASURES = ("pct_change_within_arm", "pct_change_difference_vs_comparator",
                 "annualized_pct_change")
 FRACTURE_MEASURES = ("hazard_ratio", "cumulative_risk", "lifetime_risk")

@@ -39,6 +39,7 @@ from bonecohort.cohort import cast_setup, cast_tree, make_chunk_runner, run_pati
 from bonecohort.fit.screening import screen
 from bonecohort.fit.targets import Target, TargetSet, Trial
 from bonecohort.model.params import SITE_NAMES
+from bonecohort.outcomes.harms import HARMS
 from bonecohort.outcomes.hazards import KINDS, window_outcomes
 
 MONTHS = 12
@@ -104,16 +105,27 @@ def window_months(target: Target, res: TrialResult, months: int):
     return start, end
 
 
+def kind_hazard(first, kind: str):
+    """The annual hazard of a first event of ``kind`` (a fracture kind of ``KINDS``, a harm of
+    ``HARMS``, or "vte": the first DVT or PE) from ``ArmOutcomes.first_hazards``, (..., H)."""
+    kinds = KINDS + HARMS
+    if kind == "vte":
+        return first[..., kinds.index("dvt")] + first[..., kinds.index("pe")]
+    if first.shape[-1] <= kinds.index(kind):
+        raise ValueError(f"a target reads {kind}, but the trial was simulated without harms "
+                         "([outcomes] harms = false)")
+    return first[..., kinds.index(kind)]
+
+
 def fracture_value(target: Target, arms: list, res: TrialResult, xp=np):
     """A fracture target's statistic (module docstring) from the trial's hazards."""
     first, death = res.hazards
-    kind = KINDS.index(target.fracture)
     w = target.window
 
     def sums(arm):
         a = arms.index(arm)
-        at_start, events, time = window_outcomes(first[:, a, :, kind], death[:, a], w.start,
-                                                 w.end, xp)
+        at_start, events, time = window_outcomes(kind_hazard(first[:, a], target.fracture),
+                                                 death[:, a], w.start, w.end, xp)
         return xp.sum(at_start * events), xp.sum(at_start * time), xp.sum(at_start)
 
     events, time, at_risk = sums(target.arm)

@@ -211,14 +211,17 @@ def summarize(run_dir, quiet):
 
 
 @main.command()
-@click.option("--sources", is_flag=True, help="Also print each route's exposure source.")
+@click.option("--sources", is_flag=True, help="Also print each route's exposure source and "
+              "the hazard ratios of its harms with their sources.")
 def agents(sources):
     """List every agent: mechanism, routes with dose units and plausible ranges, evidence
-    grade and sources.
+    grade and sources; with --sources, also the harm outcomes' hazard ratios (evidence grade
+    and source; data/epidemiology/harms/harm_effects.csv).
 
     Example: bonecohort agents --sources
     """
     from bonecohort.exposure.agents import AGENTS_LIST
+    from bonecohort.outcome_inputs import harm_sources
 
     for agent in AGENTS_LIST:
         click.echo(f"{agent.name}  [{agent.kind}]")
@@ -231,6 +234,12 @@ def agents(sources):
                 click.echo(f"    exposure: {route.pk}")
         click.echo(f"  evidence: {agent.evidence}")
         click.echo(f"  sources: {agent.sources}")
+        if sources:
+            harms = harm_sources(agent.name)
+            click.echo("  harms (hazard ratio while taken unless stated; others 1): "
+                       + ("none found" if not harms else ""))
+            for line in harms:
+                click.echo(f"    {line}")
         if agent.warning:
             click.echo(f"  WARNING: {agent.warning}")
         click.echo("")

@@ -31,7 +31,7 @@ from bonecohort.shell.tables import (
 
 REPORT_YEARS = (1, 5, 10, 30)
 Z = 1.96
-SUBGROUPS = ("all", "sex", "age_band", "tscore_category_entry")
+SUBGROUPS = ("all", "sex", "age_band", "tscore_category_entry")  # and, with women, uterus_intact
 
 
 def report_years(horizon: int):
@@ -128,7 +128,8 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=(),
     columns = patients.collect_schema().names()
     aggs += balance_aggs(columns) + economics_aggs(columns, wtp)
     frames = []
-    for sub in SUBGROUPS:
+    subgroups = SUBGROUPS + (("uterus_intact",) if _has_women(patients) else ())
+    for sub in subgroups:
         keys = ["arm"] if sub == "all" else ["arm", sub]
         df = patients.with_columns(pl.col("died").cast(pl.Int8)).group_by(keys).agg(aggs)
         df = df.with_columns(_contrast("hip") + _contrast("mof")).collect()
@@ -138,11 +139,16 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=(),
                                                           if c not in (sub, "subgroup", "level")
                                                           and not c.startswith("_")]))
     out = pl.concat(frames, how="vertical_relaxed")
-    sub_order = pl.DataFrame({"subgroup": list(SUBGROUPS), "_s": list(range(len(SUBGROUPS)))})
+    sub_order = pl.DataFrame({"subgroup": list(subgroups), "_s": list(range(len(subgroups)))})
     out = out.join(sub_order, on="subgroup").sort("_s", "level").drop("_s")
     return _ordered(out, arm_order).sort(
-        pl.col("subgroup").replace_strict({s: i for i, s in enumerate(SUBGROUPS)}), "level",
+        pl.col("subgroup").replace_strict({s: i for i, s in enumerate(subgroups)}), "level",
         maintain_order=True)
+
+
+def _has_women(patients: pl.LazyFrame) -> bool:
+    """Whether the table holds women (whose results are also split by uterus status)."""
+    return bool(patients.select((pl.col("sex") == "female").any()).collect().item())
 
 
 def arm_tables(patients: pl.LazyFrame, study) -> tuple:
