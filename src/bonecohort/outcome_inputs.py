@@ -135,17 +135,21 @@ def input_spread(tables: HarmTables, opts: EconomicsOptions) -> InputSpread:
                        np.array(cost_sd[0]), np.array(cost_sd[1]), drug_sd)
 
 
-def draw_inputs(hs: HarmSetup, es: EconomicsSetup, spread: InputSpread, key):
-    """One draw of the harm, utility and cost inputs around ``hs`` and ``es`` (jax key)."""
+def draw_inputs(hs: HarmSetup | None, es: EconomicsSetup | None, spread: InputSpread, key):
+    """One draw of the harm, utility and cost inputs around ``hs`` and ``es`` (jax key;
+    either may be None, and stays so)."""
     keys = iter(jax.random.split(key, 8))
 
     def normal(mean, sd):
         mean = jnp.asarray(mean)
         return mean + jnp.asarray(sd) * jax.random.normal(next(keys), mean.shape, mean.dtype)
 
-    hs = hs._replace(log_hr=normal(hs.log_hr, spread.log_hr),
-                     log_hr_after=normal(hs.log_hr_after, spread.log_hr_after),
-                     log_hr_unopposed=normal(hs.log_hr_unopposed, spread.log_hr_unopposed))
+    if hs is not None:
+        hs = hs._replace(log_hr=normal(hs.log_hr, spread.log_hr),
+                         log_hr_after=normal(hs.log_hr_after, spread.log_hr_after),
+                         log_hr_unopposed=normal(hs.log_hr_unopposed, spread.log_hr_unopposed))
+    if es is None:
+        return hs, es
 
     def lognormal(value, sd):
         return jnp.asarray(value) * jnp.exp(normal(jnp.zeros_like(jnp.asarray(value)), sd))

@@ -27,7 +27,7 @@ import numpy as np
 
 from bonecohort.shell.bench_peers import NATURAL_YEARS, REF_PATIENTS, NaturalHistory, _max_rel
 from bonecohort.shell.bench_rows import Row, _memory, _timed
-from bonecohort.shell.report import figure
+from bonecohort.shell.svg import figure
 
 ENGINE = {"ros2": (2, 4, 12, 24, 48), "rodas3": (1, 2, 4, 12, 24, 48),
           "rodas4": (1, 2, 4, 12, 24)}  # steps per year

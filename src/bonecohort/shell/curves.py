@@ -21,7 +21,7 @@ from bonecohort.fit.targets import BMD_MEASURES, TargetSet
 from bonecohort.fit.trials import MONTHS
 from bonecohort.io import atomic_write
 from bonecohort.model.params import SITE_NAMES
-from bonecohort.shell.report import figure
+from bonecohort.shell.svg import figure
 
 
 def trial_curves(ts: TargetSet, results: dict) -> pl.DataFrame:

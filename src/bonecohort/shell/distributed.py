@@ -87,7 +87,8 @@ def run_distributed_process(study: Study, out: Path, log=lambda msg: None, progr
             if k:
                 post = parameter_draws[0] or posterior_of()
                 simulate_draws(study, out, post.models(default_model(), study.seed, k),
-                               lambda s, w, m: simulate_study(s, w, model=m, devices=devices),
+                               lambda s, w, m, j: simulate_study(s, w, model=m, devices=devices,
+                                                         input_draw=j),
                                log, (index, processes))
     return index, processes, screened
 

@@ -12,6 +12,11 @@ draws i, i + P, ... (each on its own devices) and ``summarize`` collects them. P
 ``draws_summary.parquet`` and ``draws_outcomes.parquet`` (a ``draw`` column beside the
 columns of summary.parquet and outcomes.parquet).
 
+Each draw also draws the harm, utility and cost inputs from their stated intervals
+(outcome_inputs.draw_inputs, key ``fold_in(fold_in(fold_in(key(seed), 2^32 - 1), j), 1)``), so
+the per-draw QALYs and costs of draws_outcomes.parquet are a probabilistic sensitivity
+analysis: the report plots them on the cost-effectiveness plane with the acceptability curve.
+
 Uncertainty intervals (``*_ui_lo``, ``*_ui_hi`` beside each statistic of summary.parquet and
 outcomes.parquet): the point estimate (the fit's constants) +/- 1.96 x sqrt(h_mc^2 + s_d^2),
 with h_mc the Monte Carlo half-width already given (_lo/_hi; 0 where a statistic has none)
@@ -41,8 +46,8 @@ RELATIVE = ("_rr",)  # statistics whose interval is taken on the log scale
 def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None,
                    share: tuple[int, int] = (0, 1)):
     """Simulate ``study`` under each model of ``models`` (draw j: ``models[j]``) and write
-    its per-draw tables to ``work/draws``; ``simulate(study, work, model)`` is the runner's
-    ``simulate_study``. ``share = (i, P)``: process i of a distributed run simulates draws
+    its per-draw tables to ``work/draws``; ``simulate(study, work, model, j)`` is the runner's
+    ``simulate_study`` with draw j of the harm, utility and cost inputs. ``share = (i, P)``: process i of a distributed run simulates draws
     i, i + P, ... A draw whose tables exist (an interrupted run) is not simulated again."""
     root = Path(work) / "draws"
     _claim(root, models)
@@ -53,7 +58,7 @@ def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None
             continue
         sub = root / f"draw-{j}"
         try:
-            simulate(study, sub, model)
+            simulate(study, sub, model, j)
         except SimulationError as exc:
             raise SimulationError(
                 f"under parameter draw {j} of the fitted constants: {exc} The study's "

@@ -10,42 +10,24 @@ check that each plot has data.
 from __future__ import annotations
 
 import html
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from matplotlib.figure import Figure
 
 from bonecohort.config import parse_study
 from bonecohort.exposure.agents import AGENTS
 from bonecohort.io import RunDir, atomic_write
 from bonecohort.model.params import Site
+from bonecohort.shell.svg import _svg, _tag, figure
 from bonecohort.shell.tables import SITE_PREFIX, pct_column
+from bonecohort.shell.report_economics import economics_plots
 
 CAUTION = ("This is a research model, not medical advice. Its hormone-action magnitudes and "
            "several other parameters are set by hand or fitted to a few published trials; "
            "results describe simulated populations under stated assumptions and must not "
            "guide the care of any person.")
-
-
-def figure(*grid, figsize, **kw):
-    """A matplotlib ``Figure`` and its axes, made without pyplot: no backend is chosen and no
-    global state is touched (``Figure.savefig`` renders by the file format)."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **kw)
-
-
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
-
-
-def _tag(artist, name):
-    artist.set_gid(f"data-{name}")
 
 
 def bmd_trajectories(patients: pl.LazyFrame, horizon: int, arms) -> str:
@@ -198,6 +180,7 @@ def write_report(run_dir: Path | str) -> Path:
         ("T-score distributions", tscore_histograms(patients, arms)),
         ("Relative risks", forest_plot(outcomes, study.reference_arm)),
     ]
+    plots += economics_plots(run, outcomes, study)
     if "parameter_draws" in manifest:  # run with --parameter-draws: the posterior drawn from
         from bonecohort.data import SHIPPED_PARAMETERS
         from bonecohort.fit.posterior import load_posterior

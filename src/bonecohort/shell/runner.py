@@ -42,6 +42,7 @@ from bonecohort.io import (
     write_parquet,
 )
 from bonecohort.model.params import ModelParams
+from bonecohort.outcome_inputs import draw_inputs, input_spread, tables_for
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.draws import (
     OUTCOME_KEYS,
@@ -99,17 +100,32 @@ def local_devices(count: int | None):
 # --- simulating chunks ---------------------------------------------------------------------------
 
 
-def _chunk_runner(study: Study, model: ModelParams | None, devices: int | None, log):
-    """The compiled chunk runner of ``study`` and the number of devices sharing a chunk."""
+def _chunk_runner(study: Study, model: ModelParams | None, devices: int | None, log,
+                  input_draw: int | None = None):
+    """The compiled chunk runner of ``study`` and the number of devices sharing a chunk;
+    ``input_draw``: draw j of the harm, utility and cost inputs (``drawn_inputs``)."""
     model = default_model() if model is None else model
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[study.dtype]
     t0 = time.perf_counter()
     setup = outcome_setup(study.outcomes, model, study.path, study.economics,
                           study.horizon_years)
     log(f"fracture reference population ready ({time.perf_counter() - t0:.1f} s)")
+    if input_draw is not None and (setup.harms or setup.economics) is not None:
+        setup = drawn_inputs(study, setup, input_draw)
     devs = local_devices(devices)
     return make_chunk_runner(study.seed, study.population, model, study.arms, study.grid,
                              dtype, setup, devs), len(devs)
+
+
+def drawn_inputs(study: Study, setup, j: int):
+    """``setup`` with draw ``j`` of its harm, utility and cost inputs (key
+    ``fold_in(fold_in(fold_in(key(seed), 2^32 - 1), j), 1)``, beside the constants' draw)."""
+    tables = tables_for(study.economics.tables, study.path)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+        jax.random.key(study.seed), 2**32 - 1), j), 1)
+    harms, econ = draw_inputs(setup.harms, setup.economics, input_spread(tables, study.economics),
+                              key)
+    return setup._replace(harms=harms, economics=econ)
 
 
 def _step_size(study: Study, n_devices: int) -> int:
@@ -199,7 +215,7 @@ def _raise_if_nonfinite(failed: list):
 
 def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
                    log=lambda msg: None, progress=None, devices: int | None = None,
-                   process: tuple[int, int] = (0, 1)) -> int:
+                   process: tuple[int, int] = (0, 1), input_draw: int | None = None) -> int:
     """Simulate patients of ``study`` until ``study.patients`` meet its eligibility, writing
     each chunk's rows as a parquet part under ``work/patients/`` as soon as it is done
     (memory does not grow with N). Patients are taken in id order, so the rows do not depend
@@ -210,10 +226,11 @@ def simulate_study(study: Study, work: Path, model: ModelParams | None = None,
     ``devices``: how many local devices share each chunk (``local_devices``).
     ``process = (i, P)``: process ``i`` of ``P`` (a distributed run) simulates chunks
     ``i, i + P, ...`` of a study without eligibility criteria, journaled in its own file.
+    ``input_draw``: draw j of the harm, utility and cost inputs (``drawn_inputs``).
     """
     run = RunDir(work)
     done, journal = _open_journal(run, study, process, log)
-    runner, n_devices = _chunk_runner(study, model, devices, log)
+    runner, n_devices = _chunk_runner(study, model, devices, log, input_draw)
     chunk = _step_size(study, n_devices)
     report = _reporter(study, log, progress)
     failed, screened = [], 0
@@ -342,7 +359,8 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
                     "the tails of loosely identified constants can need more "
                     "([study] steps_per_year = 24; README, Uncertainty)")
             simulate_draws(study, work, post.models(model, study.seed, k),
-                           lambda s, w, m: simulate_study(s, w, model=m, devices=devices), log)
+                           lambda s, w, m, j: simulate_study(s, w, model=m, devices=devices,
+                                                         input_draw=j), log)
             draws = (*collect_draws(work, k), draw_record(post, study.seed, k, source))
         return write_summaries(study, work, screened, t0, log, draws)
 

@@ -244,7 +244,11 @@ def agent_notes(arms) -> list[str]:
     """One line per agent used in ``arms`` (evidence grade), then any warnings."""
     from bonecohort.exposure.agents import AGENTS  # noqa: PLC0415 (host metadata only)
 
+    from bonecohort.outcome_inputs import harm_sources  # noqa: PLC0415
+
     used = sorted({reg.agent for arm in arms for reg in arm.regimens})
     lines = [f"  {name}: evidence {AGENTS[name].evidence}" for name in used]
+    lines += [f"  {name}: no harm hazard ratios found; its harms are taken as none"
+              for name in used if not harm_sources(name)]
     lines += [f"WARNING: {AGENTS[name].warning}" for name in used if AGENTS[name].warning]
     return lines

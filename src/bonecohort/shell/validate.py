@@ -30,7 +30,7 @@ from bonecohort.io import atomic_write, write_parquet
 from bonecohort.model.params import ModelParams
 from bonecohort.reference_cache import outcome_setup
 from bonecohort.shell.curves import plot_offsets
-from bonecohort.shell.report import figure
+from bonecohort.shell.svg import figure
 
 
 @with_x64
