@@ -74,7 +74,8 @@ def test_run_writes_parquet_manifest_and_summary(runs):
     assert "FN %chg y5" in printed and "estradiol" in printed
     assert "hip/1000 by 80" in printed and "MOF RR" in printed and "NNT" in printed
     outcomes = pl.read_parquet(out / "outcomes.parquet")
-    assert set(outcomes["subgroup"]) == {"all", "sex", "age_band", "tscore_category_entry"}
+    assert set(outcomes["subgroup"]) == {"all", "sex", "age_band", "tscore_category_entry",
+                                         "uterus_intact"}
     assert {"hip", "hip_lo", "hip_hi", "hip_rr", "hip_rr_lo", "hip_nnt", "mof_rd_per_1000",
             "deaths_horizon", "life_years"} <= set(outcomes.columns)
     cumulative = pl.read_parquet(out / "cumulative.parquet")

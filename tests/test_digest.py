@@ -12,7 +12,10 @@ followed their own site and the constants were refitted (a deliberate change of 
 re-recorded when the model's constants became arguments of the compiled chunk program instead
 of constants folded into it (one compilation serves every parameter draw): float32 values moved
 by at most 4e-6 of each column's scale (a few units in the last place), every event count and
-integer column unchanged.
+integer column unchanged. When harms, QALYs and costs were added: with `[outcomes] harms =
+false` the 65 columns of before are bitwise unchanged (the first test below keeps that
+promise); with harms (the default) the deaths change by design (harm deaths replace part of
+the life table's), recorded in the second digest.
 """
 
 import hashlib
@@ -58,8 +61,10 @@ name = "estradiol"
 """
 
 RECORDED = {
-    "sha256": "293df3ee844ebcffbc9d5d5d0e378cf231496bca0e00dbe0a4914c6ea35d2e86",
-    "shape": (3000, 65),
+    "sha256": "3df1a5162c2e40483226e29a58b33c7819e0cdf45468668a0989bea7fd08bcdb",
+    "shape": (3000, 96),
+    "without_harms": "293df3ee844ebcffbc9d5d5d0e378cf231496bca0e00dbe0a4914c6ea35d2e86",
+    "columns_without_harms": 65,
     "toolchain": ("0.10.2", "0.10.2", "x86_64",
                   "avx avx2 avx512_bf16 avx512_bitalg avx512_fp16 avx512_vbmi2 avx512_vnni "
                   "avx512_vpopcntdq avx512bw avx512cd avx512dq avx512f avx512ifma avx512vbmi "
@@ -86,15 +91,32 @@ def digest(frame: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
-def test_women_study_matches_the_recorded_digest(tmp_path):
+def _run(tmp_path, text) -> pl.DataFrame:
     if toolchain() != RECORDED["toolchain"]:
         pytest.skip(f"digest recorded with jax, jaxlib, machine, vector flags = "
                     f"{RECORDED['toolchain']}; here {toolchain()}")
     cfg = tmp_path / "digest.toml"
-    cfg.write_text(STUDY)
+    cfg.write_text(text)
     res = CliRunner().invoke(main, ["run", str(cfg), "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
-    frame = pl.read_parquet(tmp_path / "out" / "patients" / "*.parquet").sort("arm",
-                                                                               "patient_id")
+    return pl.read_parquet(tmp_path / "out" / "patients" / "*.parquet").sort("arm",
+                                                                              "patient_id")
+
+
+def test_women_study_matches_the_recorded_digest(tmp_path):
+    frame = _run(tmp_path, STUDY)
     assert frame.shape == RECORDED["shape"]
     assert digest(frame) == RECORDED["sha256"]
+
+
+def test_without_harms_the_fracture_results_are_unchanged(tmp_path):
+    """The harm layer switched off leaves every column of the fracture-only model bitwise as
+    it was recorded before harms existed (economics columns aside, which are new)."""
+    frame = _run(tmp_path, STUDY.replace("probability_ages = [60]",
+                                         "probability_ages = [60]\nharms = false"))
+    assert not any(c.endswith("_year") and c.split("_")[0] in ("invasive", "dvt", "pe")
+                   for c in frame.columns)
+    old = [c for c in frame.columns if c not in ("life_years_disc", "qalys", "costs")
+           and not (c.startswith("ref_") and c not in ("ref_hip_any", "ref_mof_any"))]
+    assert len(old) == RECORDED["columns_without_harms"]
+    assert digest(frame.select(old)) == RECORDED["without_harms"]
