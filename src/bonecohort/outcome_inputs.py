@@ -82,6 +82,21 @@ def _effect_arrays(tables: HarmTables):
     return on, on_sd, off, off_sd, years, unopposed, unopposed_sd
 
 
+def background_deaths(incidence, cf, excess, excess_years):
+    """Deaths per person-year at each age that the harm events cause at baseline rates,
+    (2, ages): case fatality of the events at that age plus the excess deaths of the survivors
+    of events in the ``excess_years`` before it (a stationary population; endometrial cancer
+    weighted by ``UTERUS_SHARE``). Removed from the life table's hazard (outcomes/harms.py)."""
+    share = np.ones(len(HARMS))
+    share[ENDOMETRIAL] = UTERUS_SHARE
+    deaths = np.einsum("o,os,osa->sa", share, cf, incidence)
+    for o in range(len(HARMS)):
+        for lag in range(1, int(round(excess_years[o])) + 1):
+            earlier = np.concatenate([np.zeros((2, lag)), incidence[o, :, :-lag]], axis=1)
+            deaths += share[o] * excess[o][:, None] * earlier
+    return deaths
+
+
 def harm_setup(tables: HarmTables) -> HarmSetup:
     on, _, off, _, years, unopposed, _ = _effect_arrays(tables)
     incidence = np.stack([tables.incidence[h] for h in HARMS])
@@ -89,10 +104,7 @@ def harm_setup(tables: HarmTables) -> HarmSetup:
     cf = np.stack([m[0] for m in mort])
     excess = np.stack([m[1] for m in mort])
     excess_years = np.array([m[2] for m in mort])
-    share = np.ones(len(HARMS))
-    share[ENDOMETRIAL] = UTERUS_SHARE
-    background = np.einsum("o,osa->sa", share, incidence
-                           * (cf + excess * excess_years[:, None])[:, :, None])
+    background = background_deaths(incidence, cf, excess, excess_years)
     return HarmSetup(incidence=incidence, log_hr=on, log_hr_after=off, after_years=years,
                      log_hr_unopposed=unopposed, case_fatality=cf, excess=excess,
                      excess_years=excess_years, background=background)

@@ -94,3 +94,17 @@ def named_entry(raw, path, kind: str, i: int, allowed: set, taken, what: str, ke
     if name in taken:
         fail(path, section, key, f"duplicate {what} {key} '{name}'.")
     return raw, name, f"{kind}[{i}] ('{name}')"
+
+
+def check_folder(sec: dict, path, section, field="tables") -> str:
+    """A folder named by ``sec[field]`` (relative to the config file's folder), as a path
+    string; "" when the field is absent."""
+    value = sec.get(field, "")
+    if not value:
+        return ""
+    value = check_str(value, path, section, field)
+    where = Path(path).parent / value
+    if not where.is_dir():
+        fail(path, section, field, f"'{value}' is not a directory (relative paths are read "
+             f"from the config file's folder: {where}).")
+    return str(where)

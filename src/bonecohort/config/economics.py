@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from bonecohort.config.checks import (
+    check_folder,
     check_number,
     check_str,
-    fail,
     table,
     unknown_keys,
 )
@@ -64,14 +63,7 @@ def parse_economics(sec: dict, path, horizon: int) -> EconomicsOptions:
         check_number(usd, path, f"{name}.drug_costs", route, 0.0, 1e7)
     years = sec.get("horizon_years", horizon)
     check_number(years, path, name, "horizon_years", 1.0, float(horizon))
-    tables = sec.get("tables", "")
-    if tables:
-        tables = check_str(tables, path, name, "tables")
-        where = Path(path).parent / tables
-        if not where.is_dir():
-            fail(path, name, "tables", f"'{tables}' is not a directory (relative paths are read "
-                 f"from the config file's folder: {where}).")
-        tables = str(where)
+    tables = check_folder(sec, path, name)
     return EconomicsOptions(
         currency=check_str(sec.get("currency", "USD"), path, name, "currency"),
         currency_year=str(check_str(str(sec.get("currency_year", "mixed")), path, name,

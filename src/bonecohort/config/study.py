@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from bonecohort.config.checks import (
     ConfigError,
+    check_folder,
     check_int,
     check_number,
     check_str,
@@ -166,14 +167,7 @@ def _parse_outcomes(sec: dict, path) -> OutcomeOptions:
     if not isinstance(ages, list):
         fail(path, name, "probability_ages", f"expected a list of ages, got {ages!r}.")
     ages = tuple(check_number(a, path, name, "probability_ages", 50.0, 100.0) for a in ages)
-    tables = sec.get("tables", "")
-    if tables:
-        tables = check_str(tables, path, name, "tables")
-        where = Path(path).parent / tables
-        if not where.is_dir():
-            fail(path, name, "tables", f"'{tables}' is not a directory (relative paths are "
-                  f"read from the config file's folder: {where}).")
-        tables = str(where)
+    tables = check_folder(sec, path, name)
     return OutcomeOptions(
         by_age=check_number(sec.get("by_age", 80.0), path, name, "by_age", 50.0, 120.0),
         probability_ages=ages,

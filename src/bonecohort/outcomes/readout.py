@@ -160,15 +160,14 @@ def _one_arm(patient, life, setup: OutcomeSetup, u, hu, bmd_rel, oc, exposure
     expected = expected_outcomes(h, mu, fp)
     prior = prior_at_entry(patient, setup)
     first = kind_hazards(h, prior, fp)
-    hy = hu_used = None
-    mu_events, harm_expected = mu, None
+    hy = hu_used = background = harm_expected = None
     if setup.harms is not None:
         hy, hu_used = harm_years(patient, traj.age_index, exposure, setup.harms), hu
-        mu_events = jnp.maximum(mu - background_hazard(setup.harms, sex, traj.age_index),
-                                0.5 * mu)
+        background = background_hazard(setup.harms, sex, traj.age_index)
         harm_expected = jax.vmap(first_event_probability, (1, None))(hy.hazard, mu).sum(axis=1)
         first = jnp.concatenate([first, hy.hazard], axis=1)
-    ev = sample_events(h, mu_events, sex, u, fp, traj.age < setup.by_age, prior, hy, hu_used)
+    ev = sample_events(h, mu, sex, u, fp, traj.age < setup.by_age, prior, hy, hu_used,
+                       background)
     econ = None
     if setup.economics is not None:
         flags = jnp.concatenate([ev.harm_flags, ev.fracture_flags], axis=1)

@@ -13,7 +13,8 @@ net monetary benefit ``nmb`` = WTP x QALYs - costs and its increment ``nmb_inc``
 
 Incremental analysis (economics.parquet, ``incremental_analysis``): arms sorted by cost;
 strongly dominated arms (costlier and no more effective than another) and extendedly
-dominated ones (an ICER above that of a costlier arm) are removed in turn; ICERs are between
+dominated ones (an ICER above that of a costlier arm) are removed in turn (of two identical
+arms, the later in the study counts as dominated); ICERs are between
 consecutive remaining arms (Drummond, Methods for the Economic Evaluation of Health Care
 Programmes, 4th ed., ch. 4). Acceptability (``acceptability``): the share of parameter draws
 in which each arm has the highest net monetary benefit, per willingness to pay.
@@ -76,11 +77,11 @@ def incremental_analysis(arms, costs, qalys) -> list[dict]:
     arm, costs, qalys, status ("reference": the cheapest, "dominated", "extendedly
     dominated", "efficient"), compared_with and icer (cost per QALY gained vs the previous
     efficient arm; None for the reference and dominated arms)."""
-    order = sorted(range(len(arms)), key=lambda i: (costs[i], -qalys[i]))
+    order = sorted(range(len(arms)), key=lambda i: (costs[i], -qalys[i], i))
     status = {i: "efficient" for i in order}
-    for i in order:  # strong dominance: another costs no more and gains at least as much
-        if any(j != i and costs[j] <= costs[i] and qalys[j] >= qalys[i]
-               and (costs[j], -qalys[j]) < (costs[i], -qalys[i]) for j in order):
+    for k, i in enumerate(order):  # strong dominance: another costs no more and gains at
+        # least as much (of two identical arms, the later in the study is marked dominated)
+        if any(costs[j] <= costs[i] and qalys[j] >= qalys[i] for j in order[:k]):
             status[i] = "dominated"
     while True:
         front = [i for i in order if status[i] == "efficient"]
