@@ -61,7 +61,7 @@ name = "estradiol"
 """
 
 RECORDED = {
-    "sha256": "58e6b63ae4a1b23ba86f7e4e47d64eca78ef7fe81e1fb1d3c56dcd4e1d09c5be",
+    "sha256": "282e2f22cb906fb18d7164862defec631fd188ee13a5ffe80f0f31ef2be4ae93",
     "shape": (3000, 96),
     "without_harms": "293df3ee844ebcffbc9d5d5d0e378cf231496bca0e00dbe0a4914c6ea35d2e86",
     "columns_without_harms": 65,
