@@ -33,7 +33,8 @@ def test_layout_of_a_run_directory(tmp_path):
     assert (run.run_json.name, run.study_toml.name, run.manifest.name) == (
         "run.json", "study.toml", "manifest.json")
     assert [run.summary(n).name for n in io.SUMMARIES] == [
-        "summary.parquet", "outcomes.parquet", "cumulative.parquet", "tscores.parquet"]
+        "summary.parquet", "outcomes.parquet", "cumulative.parquet", "tscores.parquet",
+        "economics.parquet"]
     out = tmp_path / "runs" / "x"
     assert io.work_dir(out) == tmp_path / "runs" / ".x.partial"
     assert io.lock_path(out) == tmp_path / "runs" / ".x.lock"

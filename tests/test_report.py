@@ -30,7 +30,9 @@ def run_dir(tmp_path_factory):
 
 def test_run_writes_a_self_contained_report(run_dir):
     page = (run_dir / "report.html").read_text()
-    assert page.count('<figure class="plot">') == 4
+    # BMD, cumulative incidence, T-scores, relative risks, benefit-harm balance sheet
+    assert page.count('<figure class="plot">') == 5
+    assert "Cost-effectiveness" in page and "ICER" in page
     assert "research model, not medical advice" in page
     assert "estradiol" in page and "evidence grade" in page
     # nothing loaded from elsewhere: only in-page references ("#id") are allowed
@@ -46,7 +48,7 @@ def test_every_plot_has_data_in_a_browser(run_dir, tmp_path):
         capture_output=True, text=True, timeout=120, check=True).stdout
     assert 'data-ready="yes"' in dom  # the page's script ran
     counts = [int(x.split('"')[1]) for x in dom.split("data-series=")[1:]]
-    assert len(counts) == 4 and all(c >= 2 for c in counts), counts
+    assert len(counts) == 5 and all(c >= 2 for c in counts), counts
 
 
 def test_report_command_rebuilds_and_refuses_non_runs(run_dir, tmp_path):

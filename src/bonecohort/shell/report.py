@@ -22,7 +22,7 @@ from bonecohort.io import RunDir, atomic_write
 from bonecohort.model.params import Site
 from bonecohort.shell.svg import _svg, _tag, figure
 from bonecohort.shell.tables import SITE_PREFIX, pct_column
-from bonecohort.shell.report_economics import economics_plots
+from bonecohort.shell.report_economics import economics_html, economics_plots
 
 CAUTION = ("This is a research model, not medical advice. Its hormone-action magnitudes and "
            "several other parameters are set by hand or fitted to a few published trials; "
@@ -189,7 +189,8 @@ def write_report(run_dir: Path | str) -> Path:
         if post is not None:
             plots.append(("Posterior of the fitted constants (the parameter draws' source)",
                           posterior_svg(post)))
-    page = _page(study, manifest, _headline_rows(outcomes), _agent_rows(study), plots)
+    page = _page(study, manifest, _headline_rows(outcomes), _agent_rows(study), plots,
+                 economics_html(run, study))
     return atomic_write(run.root / "report.html", page)
 
 
@@ -214,7 +215,8 @@ def _headline_rows(outcomes: pl.DataFrame) -> str:
         for row in headline.iter_rows())
 
 
-def _page(study, manifest: dict, table: str, agent_rows: str, plots) -> str:
+def _page(study, manifest: dict, table: str, agent_rows: str, plots, extra: str = ""
+          ) -> str:
     """The report's HTML: headline table, plots, evidence, config and manifest."""
     esc = html.escape
     figures = "".join(f'<figure class="plot"><figcaption>{esc(t)}</figcaption>{svg}</figure>'
@@ -239,6 +241,7 @@ counts are per 1000 patients by age {study.outcomes.by_age:g} (or the horizon); 
 counted over the whole horizon.</p>
 <table>{table}</table>
 {figures}
+{extra}
 <h2>Agents and evidence</h2>
 <table><tr><th>agent</th><th>evidence grade</th><th>warning</th></tr>{agent_rows}</table>
 <h2>Study config</h2><pre>{esc(manifest["config"])}</pre>

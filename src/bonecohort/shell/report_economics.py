@@ -101,3 +101,35 @@ def economics_plots(run, outcomes: pl.DataFrame, study) -> list:
         plots.append(("Cost-effectiveness acceptability curve",
                       ceac(draws, e.willingness_to_pay, e.currency)))
     return plots
+
+
+def economics_html(run, study) -> str:
+    """The report's cost-effectiveness table (economics.parquet), or "" without one."""
+    import html
+
+    path = run.summary("economics")
+    if not path.exists():
+        return ""
+    df = pl.read_parquet(path)
+    if df.is_empty():
+        return ""
+    e = study.economics
+    cols = [("arm", "arm"), ("life_years_disc", "life-years (disc.)"), ("qalys", "QALYs"),
+            ("costs", f"costs ({e.currency})"), ("qalys_inc", "QALYs vs reference"),
+            ("costs_inc", "costs vs reference"), ("status", "status"),
+            ("icer", "ICER vs previous efficient arm"), ("nmb_inc", "incremental NMB")]
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.4f}" if abs(v) < 100 else f"{v:,.0f}"
+        return "" if v is None else str(v)
+
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r[c]))}</td>" for c, _ in cols)
+                   + "</tr>" for r in df.iter_rows(named=True))
+    return (f"<h2>Cost-effectiveness</h2><p>Per patient, discounted {e.discount_costs:.0%} "
+            f"(costs) and {e.discount_effects:.0%} (effects) a year; prices in "
+            f"{html.escape(e.currency)} of the years stated per item ({html.escape(e.currency_year)}"
+            f"); net monetary benefit at {e.willingness_to_pay:,.0f} per QALY. Arms by cost; "
+            "dominated and extendedly dominated arms marked; the ICER is against the previous "
+            f"efficient arm.</p><table><tr>{head}</tr>{body}</table>")
