@@ -591,3 +591,19 @@ def test_parameter_draws_are_deterministic_bounded_and_centred(economic_inputs):
     assert (np.abs(means - np.asarray(hs.log_hr)) <= 4 * sds / math.sqrt(len(keys)) + 1e-12).all()
     # draws of the event types cover every event of the economic read-out
     assert ed.first_year.shape == (len(keys), len(EVENT_TYPES))
+
+
+def test_whi_virtual_trial_hazard_ratios_lie_inside_the_published_intervals():
+    """Acceptance: the WHI E+P virtual trial's breast cancer, stroke, VTE, CHD and hip
+    fracture hazard ratios (and the other outcomes of the file) lie inside Rossouw 2002's 95 %
+    intervals; the harm ratios move the right way and the hip ratio (bone) is below 1."""
+    from bonecohort.fit.targets import load_targets
+    from bonecohort.shell.validate import validation_table
+
+    table = with_x64(validation_table)(load_targets("whi_ep_harms"), patients=600)
+    rows = {r["id"]: r for r in table.iter_rows(named=True)}
+    for tid in ("WHI_BC", "WHI_STROKE", "WHI_VTE", "WHI_CHD", "WHI_HIP"):
+        assert rows[tid]["fits"], rows[tid]
+    assert rows["WHI_BC"]["simulated"] > 1.0 and rows["WHI_VTE"]["simulated"] > 1.5
+    assert rows["WHI_HIP"]["simulated"] < 1.0
+    assert table["fits"].all()
