@@ -44,6 +44,7 @@ from bonecohort.shell.balance import acceptability, incremental_analysis
 from bonecohort.shell.cli import main
 from bonecohort.shell.runner import run_study
 from bonecohort.shell.tables import BALANCE
+from test_cli import SMALL as CLI_SMALL
 
 HARM_EFFECTS = (Path(__file__).resolve().parents[1] / "src" / "bonecohort" / "data"
                 / "epidemiology" / "harms" / "harm_effects.csv")
@@ -413,31 +414,9 @@ def test_harm_deaths_leave_untreated_mortality_at_the_life_table_level(default_r
 
 # --- 6. bad [economics] input ----------------------------------------------------------------
 
-SMALL = """
-[study]
-name = "small"
-patients = 100
-seed = 7
-horizon_years = 5
+# the CLI tests' small study (two arms, women 50-52 without a uterus), with 100 patients
+SMALL = CLI_SMALL.replace("patients = 12000", "patients = 100")
 
-[population]
-age_min = 50
-age_max = 52
-uterus_intact_fraction = 0
-
-[[arms]]
-name = "no treatment"
-
-[[arms]]
-name = "estradiol"
-  [[arms.regimens]]
-  agent = "estradiol"
-  route = "transdermal"
-  dose = 50
-  dose_unit = "ug/day"
-  start = "entry"
-  duration_years = 5
-"""
 
 BAD_ECONOMICS = {
     "rate out of range": ("discount_costs = 0.5", "discount_costs", "0.5"),
