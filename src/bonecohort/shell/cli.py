@@ -99,11 +99,12 @@ def run(config, patients, seed, chunk_size, out, force, resume, quiet, devices, 
     permission lost, a corrupt part): the message names it, the unfinished run is kept in
     .OUT.partial, and --resume continues it once the cause is fixed.
     """
-    from bonecohort.shell.cli_fit import command_errors
+    from bonecohort.shell.cli_fit import _persistent_compilation_cache, command_errors
     from bonecohort.shell.distributed import run_distributed_process
     from bonecohort.shell.runner import run_study
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    _persistent_compilation_cache()
     with command_errors():
         study = load_study(config).with_overrides(patients, seed, chunk_size)
         out = out or Path("runs") / study.name

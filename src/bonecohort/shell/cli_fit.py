@@ -50,7 +50,8 @@ def command_errors():
 def _persistent_compilation_cache():
     """Keep compiled programs between processes (JAX's persistent cache) under
     ``cache_dir()/jax``, unless ``JAX_COMPILATION_CACHE_DIR`` already names one: the virtual
-    trials' gradient programs take minutes to compile."""
+    trials' gradient programs take minutes to compile, a study's chunk program 10-30 s (a
+    second run of the same study structure loads it; ``BONECOHORT_CACHE=off``: no cache)."""
     import os
 
     import jax
