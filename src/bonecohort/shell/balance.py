@@ -166,12 +166,17 @@ def balance_sheet(outcomes: pl.DataFrame, reference: str) -> pl.DataFrame:
 
 
 def economics_rows(economics: pl.DataFrame) -> pl.DataFrame:
-    """The printed cost-effectiveness table."""
+    """The printed cost-effectiveness table (QALYs to 4 decimals, money to units)."""
     if economics.is_empty():
         return economics
+
+    def text(col, fmt):
+        return pl.col(col).map_elements(lambda v: None if v is None else fmt.format(v),
+                                        return_dtype=pl.Utf8)
+
     return economics.select(
-        "arm", pl.col("life_years_disc").round(3).alias("LY (disc)"),
-        pl.col("qalys").round(3).alias("QALYs"), pl.col("costs").round(0).alias("costs"),
-        pl.col("qalys_inc").round(4).alias("dQALY"), pl.col("costs_inc").round(0).alias("dcost"),
-        "status", pl.col("icer").round(0).alias("ICER vs previous"),
-        pl.col("nmb_inc").round(0).alias("dNMB"))
+        "arm", text("life_years_disc", "{:.3f}").alias("LY (disc)"),
+        text("qalys", "{:.4f}").alias("QALYs"), text("costs", "{:,.0f}").alias("costs"),
+        text("qalys_inc", "{:+.4f}").alias("dQALY"), text("costs_inc", "{:+,.0f}").alias("dcost"),
+        "status", text("icer", "{:,.0f}").alias("ICER vs previous"),
+        text("nmb_inc", "{:+,.0f}").alias("dNMB"))
