@@ -184,3 +184,9 @@ def harm_sources(agent: str, tables: HarmTables | None = None) -> list[str]:
             lines.append(f"{e.component} {e.outcome}{when}: HR {np.exp(e.log_hr):.2f} "
                          f"(grade {e.grade}) {e.source}")
     return lines
+
+
+def priced_routes(tables: HarmTables | None = None) -> set:
+    """The agent routes with an annual drug price in the shipped (or given) cost table."""
+    tables = tables or load_harm_tables()
+    return {item for item, kind in tables.costs if kind == "drug_annual"}

@@ -163,7 +163,7 @@ def _print_results(study, results, out):
                f"; mean expected 10-year probabilities from entry:")
     click.echo(format_summary(headline(results["outcomes"], by_age, study.horizon_years)))
     _print_balance(study, results)
-    notes = agent_notes(study.arms)
+    notes = agent_notes(study.arms, study.economics.drug_costs)
     if notes:
         click.echo("Agents used:")
         click.echo("\n".join(notes))

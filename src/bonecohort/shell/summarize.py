@@ -240,15 +240,21 @@ def format_summary(summary: pl.DataFrame) -> str:
         return str(summary)
 
 
-def agent_notes(arms) -> list[str]:
-    """One line per agent used in ``arms`` (evidence grade), then any warnings."""
+def agent_notes(arms, drug_costs=()) -> list[str]:
+    """One line per agent used in ``arms`` (evidence grade), agents without harm data or
+    (among routes not priced in ``drug_costs``, the study's [economics]) without a price,
+    then any warnings."""
     from bonecohort.exposure.agents import AGENTS  # noqa: PLC0415 (host metadata only)
 
-    from bonecohort.outcome_inputs import harm_sources  # noqa: PLC0415
+    from bonecohort.outcome_inputs import harm_sources, priced_routes  # noqa: PLC0415
 
     used = sorted({reg.agent for arm in arms for reg in arm.regimens})
+    routes = sorted({f"{reg.agent}.{reg.route_name}" for arm in arms for reg in arm.regimens})
+    priced = priced_routes() | {route for route, _ in drug_costs}
     lines = [f"  {name}: evidence {AGENTS[name].evidence}" for name in used]
     lines += [f"  {name}: no harm hazard ratios found; its harms are taken as none"
               for name in used if not harm_sources(name)]
+    lines += [f"  {route}: no price in us_costs.csv; its drug cost is 0 (set [economics] "
+              f"drug_costs)" for route in routes if route not in priced]
     lines += [f"WARNING: {AGENTS[name].warning}" for name in used if AGENTS[name].warning]
     return lines
