@@ -61,7 +61,7 @@ name = "estradiol"
 """
 
 RECORDED = {
-    "sha256": "282e2f22cb906fb18d7164862defec631fd188ee13a5ffe80f0f31ef2be4ae93",
+    "sha256": "7737af9a1e79c523d2eae24445f86c65d65882ab5950228d4da6170267482586",
     "shape": (3000, 96),
     "without_harms": "293df3ee844ebcffbc9d5d5d0e378cf231496bca0e00dbe0a4914c6ea35d2e86",
     "columns_without_harms": 65,

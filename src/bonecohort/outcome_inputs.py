@@ -53,7 +53,7 @@ class InputSpread(NamedTuple):
 def tables_for(folder: str, where: str) -> HarmTables:
     try:
         return load_harm_tables(folder or HARMS_DIR)
-    except (HarmTableError, KeyError) as exc:
+    except (HarmTableError, KeyError, ValueError) as exc:
         raise ConfigError(f"{where}: harm and economics tables: {exc}") from None
 
 
@@ -84,16 +84,19 @@ def _effect_arrays(tables: HarmTables):
 
 def background_deaths(incidence, cf, excess, excess_years):
     """Deaths per person-year at each age that the harm events cause at baseline rates,
-    (2, ages): case fatality of the events at that age plus the excess deaths of the survivors
-    of events in the ``excess_years`` before it (a stationary population; endometrial cancer
+    (2, ages): case fatality of the events at that age plus the excess deaths of events in
+    the ``excess_years`` before it (events.excess_weight; a stationary population; endometrial cancer
     weighted by ``UTERUS_SHARE``). Removed from the life table's hazard (outcomes/harms.py)."""
     share = np.ones(len(HARMS))
     share[ENDOMETRIAL] = UTERUS_SHARE
     deaths = np.einsum("o,os,osa->sa", share, cf, incidence)
     for o in range(len(HARMS)):
-        for lag in range(1, int(round(excess_years[o])) + 1):
-            earlier = np.concatenate([np.zeros((2, lag)), incidence[o, :, :-lag]], axis=1)
-            deaths += share[o] * excess[o][:, None] * earlier
+        years = int(np.ceil(excess_years[o]))
+        for lag in range(0, years + 1):  # half a year at the event, whole ones, half at the end
+            weight = 0.5 if lag in (0, years) else 1.0
+            earlier = np.concatenate([np.zeros((2, lag)), incidence[o, :, :MAX_AGE - lag]],
+                                     axis=1)
+            deaths += weight * share[o] * excess[o][:, None] * earlier
     return deaths
 
 

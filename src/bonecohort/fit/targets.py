@@ -42,6 +42,7 @@ from bonecohort.config.checks import (
 )
 from bonecohort.data import TARGETS_DIR
 from bonecohort.model.params import SITE_NAMES
+from bonecohort.outcomes.harms import HARMS
 
 MODEL_SITES = SITE_NAMES
 BMD_SITES = MODEL_SITES + ("total_hip", "femoral_trochanter")
@@ -54,8 +55,7 @@ FRACTURES = {"hip_fracture": "hip", "clinical_vertebral_fracture": "vertebral",
              "major_osteoporotic_fracture": "mof", "any_clinical_fracture": "mof"}
 # Harm outcomes of targets (outcomes.harms.HARMS; "venous_thromboembolism" reads the first DVT
 # or PE): read like fractures, from the harm hazards of a trial simulated with harms.
-HARM_SITES = ("invasive_breast_cancer", "endometrial_cancer", "dvt", "pe", "stroke", "chd",
-              "colorectal_cancer")
+HARM_SITES = HARMS
 FRACTURES.update({h: h for h in HARM_SITES})
 FRACTURES["venous_thromboembolism"] = "vte"
 BMD_MEASURES = ("pct_change_within_arm", "pct_change_difference_vs_comparator",

@@ -109,12 +109,11 @@ def kind_hazard(first, kind: str):
     """The annual hazard of a first event of ``kind`` (a fracture kind of ``KINDS``, a harm of
     ``HARMS``, or "vte": the first DVT or PE) from ``ArmOutcomes.first_hazards``, (..., H)."""
     kinds = KINDS + HARMS
-    if kind == "vte":
-        return first[..., kinds.index("dvt")] + first[..., kinds.index("pe")]
-    if first.shape[-1] <= kinds.index(kind):
+    needed = [kinds.index(k) for k in (("dvt", "pe") if kind == "vte" else (kind,))]
+    if first.shape[-1] <= max(needed):
         raise ValueError(f"a target reads {kind}, but the trial was simulated without harms "
                          "([outcomes] harms = false)")
-    return first[..., kinds.index(kind)]
+    return sum(first[..., i] for i in needed)
 
 
 def fracture_value(target: Target, arms: list, res: TrialResult, xp=np):

@@ -6,7 +6,8 @@ hazard multiplied after a hip fracture by 2.94 (women) / 3.86 (men) in the year 
 1.5 / 1.8 later (``FractureParams``; Haentjens 2010 Ann Intern Med 152:380, sources in
 hazards.py), less the deaths the harm events cause at their baseline rates (harms.py); a harm
 event kills in its year with its case fatality and adds its excess death hazard for
-``excess_years`` after (harms.py). With harms, untreated women of the default study (no
+``excess_years`` from the event (half of its own year, in the probability of dying of it
+then, and half of the last; ``excess_weight``). With harms, untreated women of the default study (no
 uterus) die a little less than the life table says over 30 years (34.6 % vs 35.6 %, 8,192
 women): about half is by design (they lack the endometrial deaths the life table's average
 woman has), the rest because events before entry, and their excess deaths, are not simulated.
@@ -63,6 +64,7 @@ class SampledEvents(NamedTuple):
     harm_years: jnp.ndarray  # (O,) int, year of the first event of each ``HARMS``; -1: none
     harm_death: jnp.ndarray  # () bool, died of a harm event in its year
     exposed: jnp.ndarray  # (H,) share of each year lived (1, 0.5 in the year of death, 0)
+    # (a death from a harm event included)
     fracture_flags: jnp.ndarray  # (H, 4) bool, a fracture of each site in year k
     harm_flags: jnp.ndarray  # (H, O) bool, the first event of each harm in year k
 
@@ -74,6 +76,15 @@ def no_harms(h_death) -> HarmYears:
                      zeros)
 
 
+def excess_weight(since, years):
+    """Share of a year under an event's excess death hazard, ``since`` years after the year of
+    the event (0: none yet): the excess lasts ``years`` from the event, taken at mid-year, so
+    half of the event's own year (``sample_events``), whole years after, half of year
+    ``years``."""
+    return jnp.where((since >= 1) & (since < years), 1.0,
+                     jnp.where((since >= 1) & (since == years), 0.5, 0.0))
+
+
 def _year(fp: FractureParams, rr_first, rr_later, hy: HarmYears):
     """One year of the event scan (``sample_events``)."""
 
@@ -82,20 +93,22 @@ def _year(fp: FractureParams, rr_first, rr_later, hy: HarmYears):
         h, mu, bg, ud, uf, counted, h_harm, uh, ucf = inputs
         mult = jnp.where(years_since_hip == 1, rr_first,
                          jnp.where(years_since_hip > 1, rr_later, 1.0))
-        excess = jnp.sum(jnp.where((since >= 1) & (since <= hy.excess_years), hy.excess, 0.0))
+        excess = jnp.sum(excess_weight(since, hy.excess_years) * hy.excess)
         other = jnp.maximum(mu * mult - bg, 0.5 * mu * mult)
         dies = alive & (ud < 1.0 - jnp.exp(-(other + excess)))
         exposure = jnp.where(dies, 0.5, 1.0)
         p = 1.0 - jnp.exp(-h * exposure * jnp.where(prior, fp.prior_rr, 1.0))
         fx = alive & (uf < p)
         harm = alive & ~had & (uh < 1.0 - jnp.exp(-h_harm * exposure))
-        fatal = (harm & (ucf < hy.case_fatality)).any()
+        # dying of the event in its year: case fatality, or the excess hazard of half a year
+        p_fatal = 1.0 - (1.0 - hy.case_fatality) * jnp.exp(-0.5 * hy.excess)
+        fatal = alive & ~dies & (harm & (ucf < p_fatal)).any()
         hip = fx[FractureSite.HIP]
         since_hip = jnp.where(years_since_hip > 0, years_since_hip + 1,
                               jnp.where(hip, 1, years_since_hip))
         since = jnp.where(since > 0, since + 1, jnp.where(harm, 1, since))
-        out = (fx, fx & counted, dies | (alive & fatal), jnp.where(alive, exposure, 0.0),
-               harm, alive & fatal & ~dies)
+        out = (fx, fx & counted, dies | fatal,
+               jnp.where(alive, jnp.where(dies | fatal, 0.5, 1.0), 0.0), harm, fatal)
         return (alive & ~dies & ~fatal, prior | fx.any(), since_hip, had | harm, since), out
 
     return year

@@ -17,12 +17,12 @@ time from entry as for fractures (hazards.py): year k covers ages [entry + k, en
   time treated (the trials' hazard ratios are intention-to-treat, a conservative reading).
   A progestogen's hazard ratios describe what adding it to an estrogen changes (WHI E+P over
   WHI E-alone): they act only while an estrogen is taken, w = min(progestogen, estrogen).
-* a_c(k): share of year k within ``after_years`` after the route stopped, for effects that
-  outlast treatment where a trial measured them (WHI E-alone breast cancer, IBIS-II); every
-  other effect stops with the treatment (assumption, harm_effects.csv and SOURCES.md §4).
+* a_c(k): share of year k within ``after_years`` after the route stopped (times adherence),
+  for effects that outlast treatment where a trial measured them (IBIS-II); every other
+  effect stops with the treatment (assumption, harm_effects.csv and SOURCES.md §4).
 * u(k): estrogen taken by a woman with a uterus without a progestogen or bazedoxifene
-  covering it (only in arms with ``allow_unopposed_estrogen``): unopposed estrogen's
-  endometrial-cancer risk.
+  covering it (arms with ``allow_unopposed_estrogen``, or a progestogen stopped earlier or
+  taken less than the estrogen): unopposed estrogen's endometrial-cancer risk.
 
 The hazard ratios, their intervals and sources: data/epidemiology/harms/harm_effects.csv.
 Mortality of the events (case fatality in the event's year, excess annual hazard for some
@@ -94,11 +94,11 @@ def yearly_exposure(arm: Arm | None, patient, years: int, after_years) -> Exposu
     estrogen, opposing, unopposable = (jnp.zeros((years,), dtype) for _ in range(3))
     for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
         c = component(reg.agent, reg.route_name)
-        share = window_fraction(a, a + 1.0, start, stop) * reg.adherence
-        if reg.uterus_only:
-            share = share * patient.uterus_intact
+        took = reg.adherence * (patient.uterus_intact if reg.uterus_only else 1.0)
+        share = window_fraction(a, a + 1.0, start, stop) * took
         taken = taken.at[:, c].add(share)
-        after = after.at[:, c].add(window_fraction(a, a + 1.0, stop, stop + after_years[c]))
+        after = after.at[:, c].add(window_fraction(a, a + 1.0, stop, stop + after_years[c])
+                                   * took * (stop > start))
         agent = AGENTS[reg.agent]
         if agent.is_estrogen:
             estrogen = estrogen + share

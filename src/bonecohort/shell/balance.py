@@ -63,12 +63,13 @@ def economics_aggs(columns, wtp: float) -> list:
     if "qalys" not in columns:
         return []
     aggs = []
+    f64 = lambda name: pl.col(name).cast(pl.Float64)  # noqa: E731 (float32 means vary)
     for name in ECONOMICS:
-        aggs += _mean_ci(pl.col(name), name)
-        aggs += _mean_ci(pl.col(name) - pl.col(f"ref_{name}"), f"{name}_inc")
-    nmb = wtp * pl.col("qalys") - pl.col("costs")
+        aggs += _mean_ci(f64(name), name)
+        aggs += _mean_ci(f64(name) - f64(f"ref_{name}"), f"{name}_inc")
+    nmb = wtp * f64("qalys") - f64("costs")
     aggs += _mean_ci(nmb, "nmb")
-    aggs += _mean_ci(nmb - (wtp * pl.col("ref_qalys") - pl.col("ref_costs")), "nmb_inc")
+    aggs += _mean_ci(nmb - (wtp * f64("ref_qalys") - f64("ref_costs")), "nmb_inc")
     return aggs
 
 
@@ -77,11 +78,15 @@ def incremental_analysis(arms, costs, qalys) -> list[dict]:
     arm, costs, qalys, status ("reference": the cheapest, "dominated", "extendedly
     dominated", "efficient"), compared_with and icer (cost per QALY gained vs the previous
     efficient arm; None for the reference and dominated arms)."""
+    def same(a, b):  # equal to the summaries' 10 significant digits
+        return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
+
     order = sorted(range(len(arms)), key=lambda i: (costs[i], -qalys[i], i))
     status = {i: "efficient" for i in order}
     for k, i in enumerate(order):  # strong dominance: another costs no more and gains at
         # least as much (of two identical arms, the later in the study is marked dominated)
-        if any(costs[j] <= costs[i] and qalys[j] >= qalys[i] for j in order[:k]):
+        if any((costs[j] <= costs[i] or same(costs[j], costs[i]))
+               and (qalys[j] >= qalys[i] or same(qalys[j], qalys[i])) for j in order[:k]):
             status[i] = "dominated"
     while True:
         front = [i for i in order if status[i] == "efficient"]
@@ -135,14 +140,6 @@ def acceptability(draws: pl.DataFrame, wtps) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _interval(value, lo, hi, digits=1, signed=False) -> pl.Expr:
-    sign = "+" if signed else ""
-    fmt = f"{{:{sign}.{digits}f}} ({{:.{digits}f}} to {{:.{digits}f}})"
-    return pl.struct(value, lo, hi).map_elements(
-        lambda r: None if r[value] is None else fmt.format(r[value], r[lo], r[hi]),
-        return_dtype=pl.Utf8)
-
-
 def balance_sheet(outcomes: pl.DataFrame, reference: str) -> pl.DataFrame:
     """The printed balance sheet: one row per event, the reference arm's rate per 1000 and
     each other arm's paired difference per 1000 (95 % interval; + caused, - prevented)."""
@@ -150,17 +147,22 @@ def balance_sheet(outcomes: pl.DataFrame, reference: str) -> pl.DataFrame:
     events = [e for e in BALANCE if f"{e}_per_1000" in df.columns]
     if not events:
         return pl.DataFrame()
+    def text(rec, col, sign=""):
+        values = [rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"]]
+        if values[0] is None:
+            return "-"
+        if None in values:  # one patient: no interval
+            return f"{values[0]:{sign}.1f}"
+        return (f"{values[0]:{sign}.1f} ({values[1]:{sign}.1f} to {values[2]:{sign}.1f})")
+
     rows = []
     for e in events:
         row = {"event per 1000": e}
         for rec in df.iter_rows(named=True):
             if rec["arm"] == reference:
-                row[f"{reference} (rate)"] = (f"{rec[f'{e}_per_1000']:.1f} "
-                                              f"({rec[f'{e}_per_1000_lo']:.1f}-"
-                                              f"{rec[f'{e}_per_1000_hi']:.1f})")
+                row[f"{reference} (rate)"] = text(rec, f"{e}_per_1000")
             else:
-                d = f"{e}_diff_per_1000"
-                row[rec["arm"]] = f"{rec[d]:+.1f} ({rec[f'{d}_lo']:+.1f} to {rec[f'{d}_hi']:+.1f})"
+                row[rec["arm"]] = text(rec, f"{e}_diff_per_1000", "+")
         rows.append(row)
     return pl.DataFrame(rows)
 

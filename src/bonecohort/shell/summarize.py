@@ -131,7 +131,8 @@ def outcome_summary(patients: pl.LazyFrame, arm_order, probability_ages=(),
     subgroups = SUBGROUPS + (("uterus_intact",) if _has_women(patients) else ())
     for sub in subgroups:
         keys = ["arm"] if sub == "all" else ["arm", sub]
-        df = patients.with_columns(pl.col("died").cast(pl.Int8)).group_by(keys).agg(aggs)
+        rows = patients.filter(pl.col("sex") == "female") if sub == "uterus_intact" else patients
+        df = rows.with_columns(pl.col("died").cast(pl.Int8)).group_by(keys).agg(aggs)
         df = df.with_columns(_contrast("hip") + _contrast("mof")).collect()
         level = pl.lit("all") if sub == "all" else pl.col(sub).cast(pl.Utf8)
         df = df.with_columns(pl.lit(sub).alias("subgroup"), level.alias("level"))
