@@ -11,6 +11,7 @@ clipped to [0, 1].
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ from bonecohort.data.harm_tables import (
     load_harm_tables,
 )
 from bonecohort.outcomes.economics import EconomicsSetup
+from bonecohort.outcomes.events import excess_weight
 from bonecohort.outcomes.harms import COMPONENTS, ENDOMETRIAL, HARMS, HarmSetup
 from bonecohort.outcomes.hazards import FractureSite
 
@@ -91,9 +93,9 @@ def background_deaths(incidence, cf, excess, excess_years):
     share[ENDOMETRIAL] = UTERUS_SHARE
     deaths = np.einsum("o,os,osa->sa", share, cf, incidence)
     for o in range(len(HARMS)):
-        years = int(np.ceil(excess_years[o]))
-        for lag in range(0, years + 1):  # half a year at the event, whole ones, half at the end
-            weight = 0.5 if lag in (0, years) else 1.0
+        for lag in range(0, int(np.ceil(excess_years[o])) + 1):
+            # the event's own year (half) and the years after it (events.excess_weight)
+            weight = 0.5 if lag == 0 else float(excess_weight(lag, excess_years[o]))
             earlier = np.concatenate([np.zeros((2, lag)), incidence[o, :, :MAX_AGE - lag]],
                                      axis=1)
             deaths += weight * share[o] * excess[o][:, None] * earlier
@@ -113,41 +115,43 @@ def harm_setup(tables: HarmTables) -> HarmSetup:
                      excess_years=excess_years, background=background)
 
 
-def _cost(tables: HarmTables, item, kind):
-    value, sd, _ = tables.costs.get((item, kind), (0.0, 0.0, ""))
-    return value, sd
+def _economic_inputs(tables: HarmTables, opts: EconomicsOptions) -> dict:
+    """{input: (values, SDs)} of the utility multipliers (``EVENT_TYPES``), event costs and
+    drug prices (``COMPONENTS``; the study's ``drug_costs`` replace the table's, with no
+    spread)."""
+    def pick(table, keys, default):
+        pairs = [table.get(k, default)[:2] for k in keys]
+        return np.array([v for v, _ in pairs]), np.array([sd for _, sd in pairs])
+
+    out = {name: pick(tables.utilities, [(t, period) for t in EVENT_TYPES], (1.0, 0.0))
+           for name, period in (("first_year", "first_year"), ("later", "later"))}
+    out.update({name: pick(tables.costs, [(t, kind) for t in EVENT_TYPES], (0.0, 0.0))
+                for name, kind in (("cost_first", "event_first_year"),
+                                   ("cost_later", "event_later_annual"))})
+    drug, drug_sd = pick(tables.costs, [(c, "drug_annual") for c in COMPONENTS], (0.0, 0.0))
+    for route, usd in opts.drug_costs:
+        drug[COMPONENTS.index(route)], drug_sd[COMPONENTS.index(route)] = usd, 0.0
+    out["drug"] = (drug, drug_sd)
+    return out
 
 
 def economics_setup(tables: HarmTables, opts: EconomicsOptions, horizon: float
                     ) -> EconomicsSetup:
-    util = [[tables.utilities.get((t, p), (1.0, 0.0))[0] for t in EVENT_TYPES]
-            for p in ("first_year", "later")]
-    costs = [[_cost(tables, t, k)[0] for t in EVENT_TYPES]
-             for k in ("event_first_year", "event_later_annual")]
-    drug = np.array([_cost(tables, c, "drug_annual")[0] for c in COMPONENTS])
-    for route, usd in opts.drug_costs:
-        drug[COMPONENTS.index(route)] = usd
+    inputs = _economic_inputs(tables, opts)
     norm = tables.utility_norm
     if norm.shape != (2, MAX_AGE):
         raise ConfigError("utilities.csv: age norms must cover both sexes.")
-    return EconomicsSetup(norm=norm, first_year=np.array(util[0]), later=np.array(util[1]),
-                          cost_first=np.array(costs[0]), cost_later=np.array(costs[1]),
-                          drug=drug, discount_costs=np.asarray(opts.discount_costs),
+    return EconomicsSetup(norm=norm, **{k: v for k, (v, _) in inputs.items()},
+                          discount_costs=np.asarray(opts.discount_costs),
                           discount_effects=np.asarray(opts.discount_effects),
                           years=np.asarray(min(opts.horizon_years, horizon)))
 
 
 def input_spread(tables: HarmTables, opts: EconomicsOptions) -> InputSpread:
     _, on_sd, _, off_sd, _, _, unopposed_sd = _effect_arrays(tables)
-    util_sd = [[tables.utilities.get((t, p), (1.0, 0.0))[1] for t in EVENT_TYPES]
-               for p in ("first_year", "later")]
-    cost_sd = [[_cost(tables, t, k)[1] for t in EVENT_TYPES]
-               for k in ("event_first_year", "event_later_annual")]
-    fixed = {route for route, _ in opts.drug_costs}
-    drug_sd = np.array([0.0 if c in fixed else _cost(tables, c, "drug_annual")[1]
-                        for c in COMPONENTS])
-    return InputSpread(on_sd, off_sd, unopposed_sd, np.array(util_sd[0]), np.array(util_sd[1]),
-                       np.array(cost_sd[0]), np.array(cost_sd[1]), drug_sd)
+    sd = {k: v for k, (_, v) in _economic_inputs(tables, opts).items()}
+    return InputSpread(on_sd, off_sd, unopposed_sd, sd["first_year"], sd["later"],
+                       sd["cost_first"], sd["cost_later"], sd["drug"])
 
 
 def draw_inputs(hs: HarmSetup | None, es: EconomicsSetup | None, spread: InputSpread, key):
@@ -177,9 +181,15 @@ def draw_inputs(hs: HarmSetup | None, es: EconomicsSetup | None, spread: InputSp
     return hs, es
 
 
+@functools.lru_cache(maxsize=1)
+def shipped_tables() -> HarmTables:
+    """The shipped harm, utility and cost tables, read once per process."""
+    return load_harm_tables()
+
+
 def harm_sources(agent: str, tables: HarmTables | None = None) -> list[str]:
     """'outcome: HR (grade) source' lines of the harm effects of ``agent``'s routes."""
-    tables = tables or load_harm_tables()
+    tables = tables or shipped_tables()
     lines = []
     for e in tables.effects:
         if e.component.split(".")[0] == agent:
@@ -191,5 +201,5 @@ def harm_sources(agent: str, tables: HarmTables | None = None) -> list[str]:
 
 def priced_routes(tables: HarmTables | None = None) -> set:
     """The agent routes with an annual drug price in the shipped (or given) cost table."""
-    tables = tables or load_harm_tables()
+    tables = tables or shipped_tables()
     return {item for item, kind in tables.costs if kind == "drug_annual"}

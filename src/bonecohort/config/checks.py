@@ -108,3 +108,11 @@ def check_folder(sec: dict, path, section, field="tables") -> str:
         fail(path, section, field, f"'{value}' is not a directory (relative paths are read "
              f"from the config file's folder: {where}).")
     return str(where)
+
+
+def check_flag(table_: dict, key: str, default: bool, path, section) -> bool:
+    """``table_[key]`` as true or false (``default`` when absent)."""
+    value = table_.get(key, default)
+    if not isinstance(value, bool):
+        fail(path, section, key, f"expected true or false, got {value!r}.")
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from bonecohort.config.checks import (
+    check_flag,
     check_number,
     check_str,
     fail,
@@ -100,9 +101,7 @@ def parse_regimen(r, path, section, horizon, sexes, earlier):
     if adherence == 0.0:
         fail(path, section, "adherence", "must be above 0 (fraction of doses taken); remove "
               "the regimen for no treatment.")
-    uterus_only = r.get("uterus_only", False)
-    if not isinstance(uterus_only, bool):
-        fail(path, section, "uterus_only", f"expected true or false, got {uterus_only!r}.")
+    uterus_only = check_flag(r, "uterus_only", False, path, section)
     if uterus_only and sexes != ["female"]:
         fail(path, section, "uterus_only", "applies to a population of women.")
     name = r.get("name", "")
@@ -163,10 +162,7 @@ def parse_arm(arm, i: int, path, horizon, sexes, intact: float, taken: set) -> A
     if len(regs) > REGIMEN_SLOTS:
         fail(path, section, "regimens", f"at most {REGIMEN_SLOTS} regimens per arm, got "
              f"{len(regs)}.")
-    allow = arm.get("allow_unopposed_estrogen", False)
-    if not isinstance(allow, bool):
-        fail(path, section, "allow_unopposed_estrogen", f"expected true or false, got "
-             f"{allow!r}.")
+    allow = check_flag(arm, "allow_unopposed_estrogen", False, path, section)
 
     def section_of(j):
         return f"{section}.regimens[{j}]"

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from bonecohort.config.checks import (
     ConfigError,
+    check_flag,
     check_folder,
     check_int,
     check_number,
@@ -177,14 +178,7 @@ def _parse_outcomes(sec: dict, path) -> OutcomeOptions:
             check_number(sec.get(f"tscore_reference_sd{suffix}", ref.sd), path, name,
                          f"tscore_reference_sd{suffix}", 0.05, 0.3))
             for suffix, ref in (("", NHANES_WOMEN), ("_male", NHANES_MEN)))),
-        tables=tables, harms=_flag(sec, path, name, "harms", True))
-
-
-def _flag(sec, path, section, key, default: bool) -> bool:
-    value = sec.get(key, default)
-    if not isinstance(value, bool):
-        fail(path, section, key, f"expected true or false, got {value!r}.")
-    return value
+        tables=tables, harms=check_flag(sec, "harms", True, path, name))
 
 
 def _bounds(sec, path, field, lo, hi, default):

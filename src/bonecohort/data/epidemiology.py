@@ -49,7 +49,8 @@ class EpidemiologyError(Exception):
     """A table is missing or malformed (the message names the file, row and field)."""
 
 
-def _rows(path: Path):
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV table as dicts; an ``EpidemiologyError`` naming it if unreadable."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
@@ -57,7 +58,11 @@ def _rows(path: Path):
         raise EpidemiologyError(f"{path}: cannot be read ({exc}).") from None
 
 
-def _num(row, field, path, i):
+def number(row, field, path, i, default=None):
+    """``row[field]`` as a float (``default`` for an empty cell, if given); an
+    ``EpidemiologyError`` naming file, row and field otherwise."""
+    if default is not None and not (row.get(field) or "").strip():
+        return default
     try:
         return float(row[field])
     except (KeyError, TypeError, ValueError):
@@ -73,8 +78,8 @@ def _band_index(rows, path, value_field, keep=lambda r: True):
             continue
         if r.get("sex") not in SEX_INDEX:
             raise EpidemiologyError(f"{path}: row {i + 2} field 'sex': expected F or M.")
-        out[(r["sex"], int(_num(r, "age_lo", path, i)))] = (
-            int(_num(r, "age_hi", path, i)), _num(r, value_field, path, i))
+        out[(r["sex"], int(number(r, "age_lo", path, i)))] = (
+            int(number(r, "age_hi", path, i)), number(r, value_field, path, i))
     return out
 
 
@@ -82,8 +87,8 @@ def load_tables(directory: Path | str = DEFAULT_DIR) -> EpiTables:
     d = Path(directory)
     hip_path, ratio_path, life_path = (d / "hip_fracture_incidence.csv",
                                        d / "other_fracture_ratios.csv", d / "life_table_us.csv")
-    hip = _band_index(_rows(hip_path), hip_path, "hip_per_100k")
-    ratio_rows = _rows(ratio_path)
+    hip = _band_index(read_rows(hip_path), hip_path, "hip_per_100k")
+    ratio_rows = read_rows(ratio_path)
     incidence = np.zeros((len(SITES), 2, MAX_AGE))
     ages = np.arange(MAX_AGE)
     for (sex, lo), (hi, per_100k) in hip.items():
@@ -104,10 +109,10 @@ def load_tables(directory: Path | str = DEFAULT_DIR) -> EpiTables:
             for lo in (50, 55, 60):
                 ratio[lo:lo + 5] = by_lo[65] * np.exp(slope * (lo - 65))
             incidence[s, x] = incidence[0, x] * ratio
-    life = _rows(life_path)
+    life = read_rows(life_path)
     qx = np.zeros((2, MAX_AGE))
     for sex, x in SEX_INDEX.items():
-        table = {int(_num(r, "age", life_path, i)): _num(r, "qx", life_path, i)
+        table = {int(number(r, "age", life_path, i)): number(r, "qx", life_path, i)
                  for i, r in enumerate(life) if r.get("sex") == sex}
         if not table:
             raise EpidemiologyError(f"{life_path}: no rows for sex {sex}.")

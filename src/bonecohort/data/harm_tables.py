@@ -22,7 +22,6 @@ constant within them.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from bonecohort.data import EPIDEMIOLOGY_DIR
+from bonecohort.data.epidemiology import EpidemiologyError as HarmTableError
+from bonecohort.data.epidemiology import number
+from bonecohort.data.epidemiology import read_rows as rows
 
 HARMS_DIR = EPIDEMIOLOGY_DIR / "harms"
 MAX_AGE = 121
@@ -38,10 +40,6 @@ Z95 = 1.959964
 # Spreads used where a row states no interval (assumptions): SD of log hazard ratio log(1.5)/z
 # (95 % within x/÷ 1.5), SD of a utility multiplier 0.05, SD of log cost 0.2 (x/÷ 1.48).
 DEFAULT_SPREAD = {"log_hr": math.log(1.5) / Z95, "utility": 0.05, "log_cost": 0.2}
-
-
-class HarmTableError(Exception):
-    """A harm, utility or cost table is missing or malformed (names file, row and field)."""
 
 
 class Effect(NamedTuple):
@@ -62,25 +60,6 @@ class HarmTables(NamedTuple):
     utility_norm: np.ndarray  # (2, MAX_AGE)
     utilities: dict  # (outcome, period) -> (multiplier, sd)
     costs: dict  # (item, kind) -> (usd, sd of log, currency year)
-
-
-def rows(path: Path) -> list[dict]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as exc:
-        raise HarmTableError(f"{path}: cannot be read ({exc}).") from None
-
-
-def number(row, field, path, i, default=None):
-    text = (row.get(field) or "").strip()
-    if not text and default is not None:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise HarmTableError(f"{path}: row {i + 2} field '{field}': expected a number, got "
-                             f"{text!r}.") from None
 
 
 def log_sd(row, path, i, lo_field="ci_lo", hi_field="ci_hi", default=None):

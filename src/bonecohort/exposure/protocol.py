@@ -105,15 +105,19 @@ def regimen_exposure(reg: Regimen, agents: AgentParams | None) -> dict:
     return route.exposure(reg.dose, scale, efficacy)
 
 
+def dose_share(reg: Regimen, patient):
+    """Share of ``reg``'s doses that ``patient`` takes while it runs: its adherence, and none
+    for a ``uterus_only`` regimen without a uterus."""
+    return reg.adherence * (patient.uterus_intact if reg.uterus_only else 1.0)
+
+
 def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = None) -> StepInputs:
     """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated),
     with the fitted agent constants ``agents`` (``model.params.AgentParams``)."""
     total = {k: jnp.zeros_like(a) for k in EXPOSURES}
     if arm is not None:
         for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
-            taken = window_fraction(a, b, start, stop) * reg.adherence
-            if reg.uterus_only:
-                taken = taken * patient.uterus_intact
+            taken = window_fraction(a, b, start, stop) * dose_share(reg, patient)
             for k, v in regimen_exposure(reg, agents).items():
                 if not isinstance(v, float) or v != 0.0:
                     total[k] = total[k] + taken * v

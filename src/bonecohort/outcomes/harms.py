@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from bonecohort.exposure.agents import AGENTS
 from bonecohort.exposure.endogenous import window_fraction
-from bonecohort.exposure.protocol import Arm, regimen_windows
+from bonecohort.exposure.protocol import Arm, dose_share, regimen_windows
 
 HARMS = ("invasive_breast_cancer", "endometrial_cancer", "dvt", "pe", "stroke", "chd",
          "colorectal_cancer")
@@ -94,7 +94,7 @@ def yearly_exposure(arm: Arm | None, patient, years: int, after_years) -> Exposu
     estrogen, opposing, unopposable = (jnp.zeros((years,), dtype) for _ in range(3))
     for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
         c = component(reg.agent, reg.route_name)
-        took = reg.adherence * (patient.uterus_intact if reg.uterus_only else 1.0)
+        took = dose_share(reg, patient)
         share = window_fraction(a, a + 1.0, start, stop) * took
         taken = taken.at[:, c].add(share)
         after = after.at[:, c].add(window_fraction(a, a + 1.0, stop, stop + after_years[c])

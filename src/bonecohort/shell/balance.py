@@ -39,7 +39,9 @@ def event_flag(event: str) -> pl.Expr:
     return pl.col(f"{event}_year").is_not_null().cast(pl.Float64)
 
 
-def _mean_ci(x: pl.Expr, name: str, scale: float = 1.0) -> list:
+def mean_interval(x: pl.Expr, name: str, scale: float = 1.0) -> list:
+    """``scale`` x the mean of ``x`` with its 95 % interval (normal approximation):
+    ``name``, ``name_lo``, ``name_hi``."""
     half = Z * x.std() / pl.len().sqrt()
     return [(scale * x.mean()).alias(name), (scale * (x.mean() - half)).alias(f"{name}_lo"),
             (scale * (x.mean() + half)).alias(f"{name}_hi")]
@@ -52,8 +54,8 @@ def balance_aggs(columns) -> list:
         if f"ref_{event}" not in columns:
             continue
         flag = event_flag(event)
-        aggs += _mean_ci(flag, f"{event}_per_1000", 1000.0)
-        aggs += _mean_ci(flag - pl.col(f"ref_{event}").cast(pl.Float64),
+        aggs += mean_interval(flag, f"{event}_per_1000", 1000.0)
+        aggs += mean_interval(flag - pl.col(f"ref_{event}").cast(pl.Float64),
                          f"{event}_diff_per_1000", 1000.0)
     return aggs
 
@@ -65,11 +67,11 @@ def economics_aggs(columns, wtp: float) -> list:
     aggs = []
     f64 = lambda name: pl.col(name).cast(pl.Float64)  # noqa: E731 (float32 means vary)
     for name in ECONOMICS:
-        aggs += _mean_ci(f64(name), name)
-        aggs += _mean_ci(f64(name) - f64(f"ref_{name}"), f"{name}_inc")
+        aggs += mean_interval(f64(name), name)
+        aggs += mean_interval(f64(name) - f64(f"ref_{name}"), f"{name}_inc")
     nmb = wtp * f64("qalys") - f64("costs")
-    aggs += _mean_ci(nmb, "nmb")
-    aggs += _mean_ci(nmb - (wtp * f64("ref_qalys") - f64("ref_costs")), "nmb_inc")
+    aggs += mean_interval(nmb, "nmb")
+    aggs += mean_interval(nmb - (wtp * f64("ref_qalys") - f64("ref_costs")), "nmb_inc")
     return aggs
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from bonecohort.model.params import Site
-from bonecohort.shell.balance import balance_aggs, economics_aggs
+from bonecohort.shell.balance import balance_aggs, economics_aggs, mean_interval
 from bonecohort.shell.tables import (
     EVENTS,
     FRACTURE_COLUMNS,
@@ -63,10 +63,7 @@ def arm_summary(patients: pl.LazyFrame, horizon: int, arm_order) -> pl.DataFrame
 
 def _rate(col: str, name: str):
     """Per 1000 patients with a 95 % interval, from per-patient counts."""
-    m, s, n = pl.col(col).mean(), pl.col(col).std(), pl.len()
-    half = Z * s / n.sqrt()
-    return [(1000 * m).alias(name), (1000 * (m - half)).alias(f"{name}_lo"),
-            (1000 * (m + half)).alias(f"{name}_hi")]
+    return mean_interval(pl.col(col), name, 1000.0)
 
 
 def _paired(event: str, label: str):
