@@ -74,6 +74,7 @@ class BenchOptions:
     scipy_n: int = 16
     config: Path = DEFAULT_CONFIG
     wp_n: int = 0  # patients of the work-precision sweep (bench_wp.py); 0: no sweep
+    wp_only: bool = False  # only the sweep (no cohort, natural and core workloads)
     wp_budget_s: float = 60.0
 
 @with_x64
@@ -85,6 +86,9 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     setup = outcome_setup(study.outcomes, default_model(), str(opts.config))
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows = []
+    if opts.wp_only:
+        return _result(opts, started, bench_wp.sweep(study, opts.wp_n, opts.scipy_n,
+                                                     opts.dtypes, log, opts.wp_budget_s))
     for dtype in opts.dtypes:
         for n in sorted(opts.sizes):
             rows.append(bench_cohort(study, n, dtype, opts.chunk, setup))
@@ -95,6 +99,10 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     if opts.peers and opts.wp_n:
         rows += bench_wp.sweep(study, opts.wp_n, opts.scipy_n, opts.dtypes, log,
                                opts.wp_budget_s)
+    return _result(opts, started, rows)
+
+
+def _result(opts, started: str, rows) -> dict:
     return {"started": started, "device": device_info(), "config": str(opts.config),
             "options": {k: (str(v) if isinstance(v, Path) else v)
                         for k, v in asdict(opts).items()},
@@ -131,9 +139,9 @@ def format_result(result: dict) -> str:
         lines.append(f"{r['workload']:<8} {r['solver']:<52} {r['dtype']:<7} {r['n']:>10,} "
                      f"{r['wall_s']:>8.2f} {r['patient_years_per_s']:>16,.0f} {err:>11} "
                      f"{gb(r['peak_rss_bytes']):>9} {gb(r['device_peak_bytes']):>9}")
-    for bound, ours, peer in bench_wp.headlines(result["rows"]):
+    for workload, bound, ours, peer in bench_wp.headlines(result["rows"]):
         if ours or peer:
-            lines += ["", f"fastest at error <= {bound:g} on the one-site workload:",
+            lines += ["", f"fastest at error <= {bound:g} on the {workload} workload:",
                       f"  this engine: {bench_wp.describe(ours)}",
                       f"  peers:       {bench_wp.describe(peer)}"]
             if ours and peer:
@@ -154,6 +162,7 @@ def write_result(result: dict, out_dir: Path) -> Path:
     name = f"{stamp}-{dev['platform']}-{dev['device_kind']}".replace(" ", "_").replace("/", "_")
     path = out_dir / f"{name}.json"
     atomic_write(path, json.dumps(result, indent=1))
-    if any(r["workload"] == bench_wp.WORKLOAD for r in result["rows"]):
-        bench_wp.plot(result["rows"], out_dir / f"{name}-work-precision.svg")
+    for workload in bench_wp.WORKLOADS:
+        if any(r["workload"] == workload for r in result["rows"]):
+            bench_wp.plot(result["rows"], workload, out_dir / f"{name}-{workload}.svg")
     return path

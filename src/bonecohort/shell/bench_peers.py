@@ -33,6 +33,9 @@ class NaturalHistory:
     """Untreated women of the default population (no surgical menopause, so the step inputs
     are constant and every solver sees the same smooth right-hand side)."""
 
+    name = "natural-wp"  # its label in the work-precision sweep (bench_wp.py)
+    years = NATURAL_YEARS  # patient-years per patient
+
     def __init__(self, study, n: int):
         self.spec = study.population._replace(surgical_fraction=0.0)
         self.seed = study.seed

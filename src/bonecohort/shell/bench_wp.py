@@ -1,18 +1,22 @@
-"""Work-precision sweep: every solver across its accuracy settings on one workload, so that
+"""Work-precision sweep: every solver across its accuracy settings on each workload, so that
 solvers are compared at the error they reach, not at one tolerance.
 
-Workload: the natural history of one site (``bench_peers.NaturalHistory``: untreated women
-from peak bone mass for 50 years, femoral-neck BV at each year end). For each configuration,
-on the same N patients (vmapped) and dtype:
+Workloads: ``natural-wp``, the natural history of one site (``bench_peers.NaturalHistory``:
+untreated women from peak bone mass for 50 years, femoral-neck BV at each year end), and
+``full-wp``, the full model (``bench_full.FullModel``: both sites of the default study's
+women through the natural history and both arms, estradiol switched on and off, BMD at each
+year end; diffrax gets the switches as jump times). For each configuration, on the same N
+patients (vmapped) and dtype:
 
 * this engine: each Rosenbrock method (``solve.rosenbrock.METHODS``) across steps per year;
 * diffrax Tsit5 (explicit), Kvaerno3 and Kvaerno5 (ESDIRK) with a PID controller across
   rtol 1e-2 ... 1e-8 in float64 and 1e-2 ... 1e-5 in float32 (atol = rtol / 1000; BV and the
   normalized cells are of order 1); a configuration slower than ``budget_s``, or one that
   fails (step limit), ends its solver's sweep (tighter tolerances only cost more);
-* scipy ``solve_ivp`` LSODA and BDF one patient at a time (float64, exact JAX Jacobian).
+* scipy ``solve_ivp`` LSODA and BDF one patient at a time (float64, exact JAX Jacobian; the
+  one-site workload only).
 
-Error: max relative BV error against scipy Radau (rtol 1e-10) on the first patients
+Error: max relative BV (BMD) error against scipy Radau (rtol 1e-10) on the first patients
 (``bench_peers.REF_PATIENTS``). ``headlines`` gives, for an error bound (1e-3, 1e-5), the
 fastest configuration of this engine and of the peers within it, and their ratio;
 ``plot`` draws the diagram (patient-years per second against error, log-log) as SVG.
@@ -25,7 +29,8 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from bonecohort.shell.bench_peers import NATURAL_YEARS, REF_PATIENTS, NaturalHistory, _max_rel
+from bonecohort.shell.bench_full import FullModel
+from bonecohort.shell.bench_peers import REF_PATIENTS, NaturalHistory, _max_rel
 from bonecohort.shell.bench_rows import Row, _memory, _timed
 from bonecohort.shell.svg import figure
 
@@ -39,28 +44,37 @@ FLOAT32_TIGHTEST = 1e-5  # float32 resolves ~1e-7: tighter tolerances stall the 
 MAX_STEPS = {"Tsit5": 200_000, "Kvaerno3": 20_000, "Kvaerno5": 20_000}
 SCIPY = ("LSODA", "BDF")
 BOUNDS = (1e-3, 1e-5)
-WORKLOAD = "natural-wp"
+WORKLOADS = ("natural-wp", "full-wp")
 
 
-def _row(solver, dtype, n, wall, error, settings) -> Row:
-    return Row(WORKLOAD, solver, dtype, n, wall, n * NATURAL_YEARS / wall, error,
+def _row(work, solver, dtype, n, wall, error, settings) -> Row:
+    return Row(work.name, solver, dtype, n, wall, n * work.years / wall, error,
                settings=settings, **_memory())
 
 
-def engine_rows(work: NaturalHistory, n: int, dtypes, ref, log) -> list[Row]:
+def engine_rows(work, n: int, dtypes, ref, log) -> list[Row]:
     ids = jnp.arange(n, dtype=jnp.uint32)
     rows = []
     for solver, steps in ENGINE.items():
         for spy in steps:
             for dtype in dtypes:
                 wall, bv = _timed(work.ours(dtype, spy, solver), ids)
-                rows.append(_row(f"bonecohort {solver}", dtype, n, wall, _max_rel(bv, ref),
-                                 {"steps_per_year": spy}))
-        log(f"work-precision: bonecohort {solver} done")
+                rows.append(_row(work, f"bonecohort {solver}", dtype, n, wall,
+                                 _max_rel(bv, ref), {"steps_per_year": spy}))
+        log(f"work-precision: {work.name} bonecohort {solver} done")
+    grid = getattr(work, "grid", None)
+    if grid is not None:  # the study's own grid: coarser before entry than after
+        for dtype in dtypes:
+            wall, bv = _timed(work.ours(dtype, grid.steps_per_year, grid.solver,
+                                        grid.prefix_steps_per_year), ids)
+            rows.append(_row(work, f"bonecohort {grid.solver} (study grid)", dtype, n, wall,
+                             _max_rel(bv, ref), {"steps_per_year": grid.steps_per_year,
+                                                 "prefix_steps_per_year":
+                                                 grid.prefix_steps_per_year}))
     return rows
 
 
-def diffrax_rows(work: NaturalHistory, n: int, dtypes, ref, log, budget_s) -> list[Row]:
+def diffrax_rows(work, n: int, dtypes, ref, log, budget_s) -> list[Row]:
     ids = jnp.arange(n, dtype=jnp.uint32)
     rows = []
     for name in DIFFRAX:
@@ -72,11 +86,11 @@ def diffrax_rows(work: NaturalHistory, n: int, dtypes, ref, log, budget_s) -> li
                 wall, bv = _timed(fn, ids)
                 # a patient stopped by the step limit has NaN: the configuration failed
                 error = _max_rel(bv, ref) if np.isfinite(np.asarray(bv)).all() else float("nan")
-                rows.append(_row(f"diffrax {name}", dtype, n, wall, error,
+                rows.append(_row(work, f"diffrax {name}", dtype, n, wall, error,
                                  {"rtol": rtol, "atol": rtol * 1e-3}))
                 if wall > budget_s or not error < float("inf"):
                     break
-            log(f"work-precision: diffrax {name} {dtype} done")
+            log(f"work-precision: {work.name} diffrax {name} {dtype} done")
     return rows
 
 
@@ -88,7 +102,7 @@ def scipy_rows(work: NaturalHistory, n: int, ref, log, budget_s) -> list[Row]:
             t0 = time.perf_counter()
             bv = [work.scipy_one(i, method, rtol, rtol * 1e-3) for i in range(n)]
             wall = time.perf_counter() - t0
-            rows.append(_row(f"scipy {method} (one patient at a time)", "float64", n, wall,
+            rows.append(_row(work, f"scipy {method} (one patient at a time)", "float64", n, wall,
                              _max_rel(bv, ref), {"rtol": rtol, "atol": rtol * 1e-3}))
             if wall > budget_s:
                 break
@@ -96,27 +110,36 @@ def scipy_rows(work: NaturalHistory, n: int, ref, log, budget_s) -> list[Row]:
     return rows
 
 
-def sweep(study, n: int, n_scipy: int, dtypes, log, budget_s: float = 60.0) -> list[Row]:
-    """All configurations on ``n`` patients (scipy on ``n_scipy``)."""
-    work = NaturalHistory(study, max(n, REF_PATIENTS))
-    log("work-precision: Radau reference")
-    ref = work.reference(min(REF_PATIENTS, n, n_scipy))
-    return (engine_rows(work, n, dtypes, ref, log)
-            + diffrax_rows(work, n, dtypes, ref, log, budget_s)
-            + scipy_rows(work, n_scipy, ref, log, budget_s))
+def sweep(study, n: int, n_scipy: int, dtypes, log, budget_s: float = 60.0,
+          workloads=WORKLOADS) -> list[Row]:
+    """All configurations of each workload on ``n`` patients (scipy on ``n_scipy``)."""
+    rows = []
+    for name in workloads:
+        work = (NaturalHistory if name == "natural-wp" else FullModel)(study,
+                                                                       max(n, REF_PATIENTS))
+        log(f"work-precision: {name} Radau reference")
+        ref = work.reference(min(REF_PATIENTS, n, n_scipy))
+        rows += engine_rows(work, n, dtypes, ref, log)
+        rows += diffrax_rows(work, n, dtypes, ref, log, budget_s)
+        if name == "natural-wp":
+            rows += scipy_rows(work, n_scipy, ref, log, budget_s)
+    return rows
 
 
-def fastest(rows, bound: float, ours: bool):
+def fastest(rows, workload: str, bound: float, ours: bool):
     """The fastest row of this engine (``ours``) or of the peers with error <= ``bound``."""
-    within = [r for r in rows if r["workload"] == WORKLOAD
+    within = [r for r in rows if r["workload"] == workload
               and r["solver"].startswith("bonecohort") == ours
               and r["max_rel_error"] is not None and r["max_rel_error"] <= bound]
     return max(within, key=lambda r: r["patient_years_per_s"], default=None)
 
 
-def headlines(rows) -> list[tuple[float, dict | None, dict | None]]:
-    """(error bound, fastest engine row, fastest peer row) for each of ``BOUNDS``."""
-    return [(b, fastest(rows, b, True), fastest(rows, b, False)) for b in BOUNDS]
+def headlines(rows) -> list[tuple[str, float, dict | None, dict | None]]:
+    """(workload, error bound, fastest engine row, fastest peer row) for each swept workload
+    and each of ``BOUNDS``."""
+    present = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
+    return [(w, b, fastest(rows, w, b, True), fastest(rows, w, b, False))
+            for w in present for b in BOUNDS]
 
 
 def describe(row: dict | None) -> str:
@@ -128,12 +151,13 @@ def describe(row: dict | None) -> str:
             f"{row['max_rel_error']:.1e}")
 
 
-def plot(rows, path):
-    """The work-precision diagram as SVG: one line per solver and dtype."""
+def plot(rows, workload: str, path):
+    """The work-precision diagram of ``workload`` as SVG: one line per solver and dtype."""
     fig, ax = figure(figsize=(9, 6))
     families = {}
+    rows = [r for r in rows if r["workload"] == workload]
     for r in rows:
-        if r["workload"] == WORKLOAD and r["max_rel_error"] is not None:
+        if r["max_rel_error"] is not None:
             families.setdefault((r["solver"], r["dtype"]), []).append(r)
     for i, ((solver, dtype), fam) in enumerate(sorted(families.items())):
         fam = sorted(fam, key=lambda r: r["max_rel_error"])
@@ -145,9 +169,10 @@ def plot(rows, path):
         ax.axvline(bound, color="0.7", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("max relative BV error vs Radau (rtol 1e-10)")
+    ax.set_xlabel("max relative BV (BMD) error vs Radau (rtol 1e-10)")
     ax.set_ylabel("patient-years per second")
-    ax.set_title(f"work-precision, one-site natural history, N = {rows[0]['n']:,}"
+    title = {"natural-wp": "one-site natural history", "full-wp": "full model, both arms"}
+    ax.set_title(f"work-precision, {title[workload]}, N = {rows[0]['n']:,}"
                  if rows else "work-precision")
     ax.legend(fontsize=7, loc="lower left")
     fig.savefig(path, bbox_inches="tight")

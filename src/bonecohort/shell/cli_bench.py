@@ -41,15 +41,18 @@ def _sizes(ctx, param, value):
               "or tolerances on the one-site workload (0: none).")
 @click.option("--wp-budget", type=float, default=60.0, show_default=True,
               help="Seconds after which a peer's sweep stops tightening its tolerance.")
+@click.option("--wp-only", is_flag=True,
+              help="Run only the work-precision sweep (needs --work-precision N).")
 def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, config, out,
-          wp_n, wp_budget):
+          wp_n, wp_budget, wp_only):
     """Measure patient-years per second and peak memory of the full default model at several
     cohort sizes and dtypes, and, on the same workloads, diffrax (Tsit5, Kvaerno5), scipy
     LSODA and the bone_models Pivonka model, each with its error against a float64 Radau
     reference. Prints a table of speed-ups and writes JSON with device information to OUT.
     With --work-precision N, every solver is swept across its accuracy settings on N
-    patients and the fastest configurations within errors 1e-3 and 1e-5 are compared
-    (bench_wp.py); the diagram is written beside the JSON as SVG.
+    patients, on the one-site workload and on the full model (both sites, both arms of the
+    study, switches as diffrax jump times), and the fastest configurations within errors 1e-3
+    and 1e-5 are compared (bench_wp.py); the diagrams are written beside the JSON as SVG.
     Peers need the 'bench' extra: pip install -e '.[bench]'.
 
     Example: bonecohort bench --sizes 1e4,1e5 --dtypes float32
@@ -61,6 +64,10 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
         write_result,
     )
 
+    if wp_only and not wp_n:
+        click.echo("error: --wp-only runs only the work-precision sweep: give its size with "
+                   "--work-precision N.", err=True)
+        sys.exit(2)
     names = tuple(d.strip() for d in dtypes.split(",") if d.strip())
     bad = [d for d in names if d not in ("float32", "float64")]
     if bad or not names:
@@ -69,7 +76,8 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
     opts = BenchOptions(sizes=sizes + ((10_000_000,) if large else ()), dtypes=names,
                         chunk=chunk, peers=not no_peers, natural_n=natural_n,
                         diffrax_n=diffrax_n, scipy_n=scipy_n, wp_n=wp_n,
-                        wp_budget_s=wp_budget, **({"config": config} if config else {}))
+                        wp_budget_s=wp_budget, wp_only=wp_only,
+                        **({"config": config} if config else {}))
     try:
         result = run_bench(opts, log=lambda m: click.echo(m, err=True))
     except ConfigError as exc:

@@ -26,7 +26,7 @@ from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
 from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
 from bonecohort.population import Patient
-from bonecohort.solve.rosenbrock import METHODS, integrate
+from bonecohort.solve.rosenbrock import METHODS, integrate_driven
 
 
 class Grid(NamedTuple):
@@ -67,27 +67,53 @@ class LifeCourse(NamedTuple):
                              oc=self.oc[..., per_year - 1::per_year])
 
 
-def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):
-    """Right-hand side ``rates(t, y, u)`` of one site of ``patient``: t in days from age
-    ``age0``, ``u`` the ``StepInputs`` of the current step (scalars).
+class SiteODE(NamedTuple):
+    """One patient's site equations split for ``rosenbrock.integrate_driven``: ``drive(t, u)``
+    (serum hormones and age at t days from ``age0`` under step exposures ``u``; the same for
+    every site) and ``rates(y, d, site)`` (dy/dt of one site, 1/day, for drive values d)."""
+
+    drive: object
+    rates: object
+
+    def rhs(self, site: SiteParams):
+        """The site's right-hand side ``rates(t, y, u)`` in one piece (reference solvers)."""
+        return lambda t, y, u: self.rates(y, self.drive(t, u), site)
+
+
+def patient_sites(patient: Patient, site: SiteParams) -> SiteParams:
+    """Site constants with the patient's turnover and mechanostat-gain scales applied."""
+    return site._replace(turnover=site.turnover * patient.turnover_scale,
+                         mech_gain=site.mech_gain * patient.mech_scale)
+
+
+def site_ode(patient: Patient, model: ModelParams, steady, age0, life_start) -> SiteODE:
+    """The site equations of ``patient`` with t in days from age ``age0`` (sites take
+    constants already scaled by ``patient_sites``).
 
     Hormones are evaluated at the instant and act relative to the patient's own untreated
-    hormones at ``life_start`` (peak bone mass), where the site is at steady state. The
+    hormones at ``life_start`` (peak bone mass), where every site is at steady state. The
     mechanostat set point drifts with age-related loss from ``life_start`` (params.SiteParams).
     """
-    site = site._replace(turnover=site.turnover * patient.turnover_scale,
-                         mech_gain=site.mech_gain * patient.mech_scale)
     hp, ep = model.hormones, model.endocrine
     ref = hormones_at(life_start, patient, no_treatment(life_start.dtype), ep, hp)
 
-    def rates(t, y, u: StepInputs):
+    def drive(t, u: StepInputs):
         age = age0 + t / DAYS_PER_YEAR
-        action = hormone_action(hormones_at(age, patient, u, ep, hp), ref, hp, site.er_gain,
-                                patient.rankl_sensitivity)
+        return hormones_at(age, patient, u, ep, hp), age
+
+    def rates(y, d, site: SiteParams):
+        hormones, age = d
+        action = hormone_action(hormones, ref, hp, site.er_gain, patient.rankl_sensitivity)
         return site_rates(y, model.core, steady, site, action,
                           log_set_point=-site.age_loss * (age - life_start))
 
-    return rates
+    return SiteODE(drive, rates)
+
+
+def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):
+    """Right-hand side ``rates(t, y, u)`` of one site of ``patient`` (``site_ode``): t in days
+    from age ``age0``, ``u`` the ``StepInputs`` of the current step (scalars)."""
+    return site_ode(patient, model, steady, age0, life_start).rhs(patient_sites(patient, site))
 
 
 def step_edges(first_age, years: int, steps_per_year: int):
@@ -108,25 +134,26 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     spy_prefix = grid.prefix_steps_per_year or spy
     life_start = patient.age_entry - grid.prefix_years
 
-    def run_site(site: SiteParams, y0, age0, inputs: StepInputs, per_output: int, spy: int):
-        rates = site_rhs(patient, model, steady, site, age0, life_start)
-        periods = jax.tree.map(lambda v: v.reshape(-1, per_output), inputs)
-        return integrate(rates, y0, jnp.zeros((), dtype), periods,
-                         jnp.asarray(DAYS_PER_YEAR / spy, dtype), per_output,
-                         METHODS[grid.solver])
+    sites = patient_sites(patient, model.sites)
 
-    sites_vmap = jax.vmap(run_site, in_axes=(0, 0, None, None, None, None))
+    def run_sites(y0, age0, inputs: StepInputs, per_output: int, spy: int):
+        ode = site_ode(patient, model, steady, age0, life_start)
+        periods = jax.tree.map(lambda v: v.reshape(-1, per_output), inputs)
+        y, ys = integrate_driven(ode.rates, ode.drive, y0, sites, jnp.zeros((), dtype),
+                                 periods, jnp.asarray(DAYS_PER_YEAR / spy, dtype), per_output,
+                                 METHODS[grid.solver])
+        return y, jnp.moveaxis(ys, 0, 1)  # (sites, read-outs, state)
+
     n_sites = model.sites.turnover.shape[0]
     a, b = step_edges(life_start, grid.prefix_years, spy_prefix)
-    y_entry, _ = sites_vmap(model.sites, steady_state_vector(dtype, (n_sites,)), life_start,
-                            step_inputs(a, b, patient, None), spy_prefix, spy_prefix)
+    y_entry, _ = run_sites(steady_state_vector(dtype, (n_sites,)), life_start,
+                           step_inputs(a, b, patient, None), spy_prefix, spy_prefix)
 
     a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
     inputs = [step_inputs(a, b, patient, arm, model.agents) for arm in arms]
     stacked = jax.tree.map(lambda *v: jnp.stack(v), *inputs)
-    arms_vmap = jax.vmap(sites_vmap, in_axes=(None, None, None, 0, None, None))
-    _, yearly = arms_vmap(model.sites, y_entry, patient.age_entry, stacked,
-                          spy // grid.outputs_per_year, spy)
+    arms_vmap = jax.vmap(run_sites, in_axes=(None, None, 0, None, None))
+    _, yearly = arms_vmap(y_entry, patient.age_entry, stacked, spy // grid.outputs_per_year, spy)
     # yearly: (arms, sites, read-outs, state)
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)

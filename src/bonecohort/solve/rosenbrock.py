@@ -24,8 +24,11 @@ relative BV error at 12 / 24 / 48 steps a year: ROS2 7.8e-4 / 2.9e-4 / 1.1e-4, R
 useful accuracy; ``solver`` in a study config picks another.
 
 Inputs that change only at step boundaries (treatments, snapped to whole months) are passed
-per step; smooth functions of time (endogenous hormones) are evaluated inside ``rates`` at the
-stage times, so the method sees them to full order.
+per step. Smooth functions of time that do not depend on the state (endogenous hormones) are a
+*drive* d(t): ``integrate_driven`` evaluates it once per step at the method's distinct stage
+times (two for RODAS3: t_n and t_n + h) and differentiates it once at t_n, outside the
+Jacobian and the stages, so the method sees it to full order and the stiff solve never
+recomputes it; the sites of a patient share it.
 """
 
 from __future__ import annotations
@@ -90,41 +93,66 @@ METHODS = {t.name: t for t in (ROS2, RODAS3, RODAS4)}
 def _solve_small(m, b):
     """Solve m x = b for one small dense system; ``b`` has shape (n,) or (n, k).
 
-    Unrolled Gaussian elimination; partial pivoting selects rows with one-hot masks, so the
-    whole solve stays elementwise and vectorizes across vmapped patients (batched LAPACK calls
-    on tiny matrices are slow on CPU).
+    Gaussian elimination with partial pivoting, unrolled over columns, every operation on whole
+    rows of the augmented matrix (the pivot row gathered by index, the exchange and the
+    elimination as one masked update each): a small program that vectorizes across vmapped
+    patients (batched LAPACK calls on tiny matrices are slow on CPU).
     """
     n = m.shape[0]
     b2 = b.reshape(n, -1)
-    k = b2.shape[1]
-    rows = [jnp.concatenate([m[r], b2[r]]) for r in range(n)]
+    rows = jnp.arange(n)
+    a = jnp.concatenate([m, b2], axis=1)
     for col in range(n):
-        best = jnp.argmax(jnp.stack([jnp.abs(rows[r][col]) for r in range(col, n)]))
-        pick = [best == (r - col) for r in range(col, n)]
-        piv = sum(jnp.where(pick[i], rows[r], 0.0) for i, r in enumerate(range(col, n)))
-        for i, r in enumerate(range(col + 1, n), start=1):
-            rows[r] = jnp.where(pick[i], rows[col], rows[r])
-        rows[col] = piv
-        for r in range(col + 1, n):
-            rows[r] = rows[r] - rows[r][col] / piv[col] * piv
-    x = [None] * n
+        p = col + jnp.argmax(jnp.abs(a[col:, col]))
+        piv, top = a[p], a[col]
+        a = jnp.where((rows == p)[:, None], top, a)
+        a = jnp.where((rows == col)[:, None], piv, a)
+        factor = jnp.where(rows > col, a[:, col] / piv[col], 0.0)
+        a = a - factor[:, None] * piv
+    x = []
     for r in reversed(range(n)):
-        acc = rows[r][n:]
-        for c in range(r + 1, n):
-            acc = acc - rows[r][c] * x[c]
-        x[r] = acc / rows[r][r]
-    return jnp.stack(x).reshape(b.shape if k == 1 and b.ndim == 1 else (n, k))
+        acc = a[r, n:]
+        for i, c in enumerate(range(r + 1, n)):
+            acc = acc - a[r, c] * x[-1 - i]
+        x.append(acc / a[r, r])
+    return jnp.stack(x[::-1]).reshape(b.shape)
 
 
-def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
-    """One step of size ``h`` of dy/dt = f(t, y) from (t, y); returns y_{n+1}.
+class Drive(NamedTuple):
+    """State-independent inputs of one step: their values at the method's distinct stage
+    times t_n + alpha h (leading axis, in ``stage_alphas`` order) and their time derivative at
+    t_n (for the non-autonomous term gamma_i h df/dt). Pytrees of any structure."""
 
-    The iteration matrix is inverted once per step (one elimination with n right-hand
-    sides); every stage is then a small matrix-vector product.
+    stages: object
+    slope: object
+
+
+def stage_alphas(tableau: Tableau) -> tuple:
+    """Distinct stage times (fractions of the step) at which a method evaluates f."""
+    return tuple(sorted(set(tableau.alpha)))
+
+
+def step_drive(drive, t, h, tableau: Tableau) -> Drive:
+    """Evaluate ``drive(t)`` (a pytree of arrays) at the stage times of the step from ``t``
+    and differentiate it at ``t`` (one forward-mode tangent)."""
+    d0, slope = jax.jvp(drive, (t,), (jnp.ones_like(t),))
+    later = [drive(t + a * h) for a in stage_alphas(tableau)[1:]]
+    return Drive(jax.tree.map(lambda *v: jnp.stack(v), d0, *later), slope)
+
+
+def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
+    """One step of size ``h`` of dy/dt = g(y, d(t)) with ``drive`` the step's inputs d
+    (``step_drive``); returns y_{n+1}.
+
+    df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is inverted
+    once per step (one elimination with n right-hand sides); every stage is then a small
+    matrix-vector product.
     """
     n = y.shape[0]
-    jac = jax.jacfwd(lambda z: f(t, z))(y)
-    f0, dfdt = jax.jvp(lambda s: f(s, y), (t,), (jnp.ones_like(t),))
+    alphas = stage_alphas(tableau)
+    at = [jax.tree.map(lambda v, k=k: v[k], drive.stages) for k in range(len(alphas))]
+    jac = jax.jacfwd(lambda z: g(z, at[0]))(y)
+    f0, dfdt = jax.jvp(lambda d: g(y, d), (at[0],), (drive.slope,))
     w = _solve_small(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac,
                      jnp.eye(n, dtype=y.dtype))
     ks = []
@@ -133,7 +161,7 @@ def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
             fi = f0  # the stage sits at (t_n, y_n)
         else:
             yi = y + sum(a * k for a, k in zip(tableau.a[i], ks) if a != 0.0)
-            fi = f(t + tableau.alpha[i] * h, yi)
+            fi = g(yi, at[alphas.index(tableau.alpha[i])])
         rhs = fi + sum((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0)
         if tableau.gammas[i] != 0.0:
             rhs = rhs + (tableau.gammas[i] * h) * dfdt
@@ -141,13 +169,25 @@ def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
     return y + sum(mj * k for mj, k in zip(tableau.m, ks) if mj != 0.0)
 
 
-def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
-    """Integrate ``dy/dt = rates(t, y, u)`` on the grid t0 + k h, k = 0 .. n_out*spo.
+def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
+    """One step of size ``h`` of dy/dt = f(t, y) from (t, y); returns y_{n+1} (time is the
+    step's only input: ``driven_step`` with d(t) = t)."""
+    return driven_step(lambda z, s: f(s, z), y, h, step_drive(lambda s: s, t, h, tableau),
+                       tableau)
 
-    ``inputs``: pytree whose leaves have leading shape (n_out, steps_per_output): values held
+
+def integrate_driven(rates, drive, y0, consts, t0, inputs, h, steps_per_output: int,
+                     tableau: Tableau = RODAS3):
+    """Integrate B systems ``dy_b/dt = rates(y_b, d(t), c_b)`` that share the inputs
+    ``d(t) = drive(t, u)`` on the grid t0 + k h, k = 0 .. n_out*spo.
+
+    The inputs do not depend on the state, so they are evaluated once per step at its stage
+    times (``step_drive``), outside the Jacobian and the stages, and shared by the B systems
+    (the sites of one patient). ``y0``: (B, n); ``consts``: pytree with leading axis B;
+    ``inputs``: pytree whose leaves have leading shape (n_out, steps_per_output), values held
     constant over each step (they may only change at step boundaries). ``t0``, ``h``: scalars
     in the time unit of ``rates``. Returns ``(y_final, outputs)``, ``outputs`` of shape
-    (n_out, len(y0)): the state at the end of each output period.
+    (n_out, B, n): the states at the end of each output period.
     """
     n_out = jax.tree.leaves(inputs)[0].shape[0]
     k = jnp.arange(n_out * steps_per_output).reshape(n_out, steps_per_output)
@@ -155,10 +195,22 @@ def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau 
 
     def step(y, tu):
         t, u = tu
-        return rosenbrock_step(lambda s, z: rates(s, z, u), t, y, h, tableau), None
+        d = step_drive(lambda s: drive(s, u), t, h, tableau)
+        one = jax.vmap(lambda yb, cb: driven_step(lambda z, db: rates(z, db, cb), yb, h, d,
+                                                  tableau))
+        return one(y, consts), None
 
     def period(y, tu_period):
         y, _ = jax.lax.scan(step, y, tu_period)
         return y, y
 
     return jax.lax.scan(period, y0, (times, inputs))
+
+
+def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
+    """``integrate_driven`` for one system ``dy/dt = rates(t, y, u)``: ``y0`` (n,), outputs
+    (n_out, n)."""
+    y, ys = integrate_driven(lambda z, d, _: rates(d[0], z, d[1]), lambda t, u: (t, u),
+                             y0[None], jnp.zeros((1,), y0.dtype), t0, inputs, h,
+                             steps_per_output, tableau)
+    return y[0], ys[:, 0]
