@@ -93,11 +93,13 @@ class Study:
     outcomes: OutcomeOptions = OutcomeOptions()
     eligibility: Eligibility = Eligibility()
     economics: EconomicsOptions = EconomicsOptions()
+    rtol: float = 0.0  # > 0: error-controlled steps (solve/adaptive.py); 0: steps_per_year
 
     @property
     def grid(self) -> Grid:
         return Grid.for_entry_ages(self.population.age_max, self.horizon_years,
-                                   steps_per_year=self.steps_per_year, solver=self.solver)
+                                   steps_per_year=self.steps_per_year, solver=self.solver,
+                                   rtol=self.rtol)
 
     def with_overrides(self, patients=None, seed=None, chunk_size=None) -> "Study":
         where = "command line"
@@ -115,7 +117,7 @@ class Study:
 SECTIONS = {"study", "population", "arms"}
 OPTIONAL_SECTIONS = {"outcomes", "eligibility", "economics"}
 STUDY_KEYS = {"name", "description", "patients", "seed", "horizon_years", "chunk_size", "dtype",
-              "steps_per_year", "solver", "reference_arm"}
+              "steps_per_year", "rtol", "solver", "reference_arm"}
 POPULATION_KEYS = {"sex", "age_min", "age_max", "male_fraction", "uterus_intact_fraction",
                    "surgical_menopause_fraction", "surgery_age_min", "surgery_age_max",
                    "hypogonadal_fraction"}
@@ -210,12 +212,26 @@ def _parse_eligibility(sec: dict, path, sexes) -> Eligibility:
                           {"intact", "absent", "any"}))
 
 
-def _check_steps(value, path):
-    check_int(value, path, "study", "steps_per_year", 12, 360)
-    if value % 12:
-        fail(path, "study", "steps_per_year", f"must be a multiple of 12 (whole steps per "
-              f"month, so that treatment switches fall on step boundaries), got {value}.")
-    return value
+DEFAULT_RTOL = 1e-4  # error-controlled steps: BMD within ~2e-4 of Radau (README, Numerics)
+
+
+def _check_steps(study: dict, path, solver: str) -> tuple[int, float]:
+    """(steps_per_year, rtol): fixed steps when ``steps_per_year`` is given, otherwise
+    error-controlled steps to ``rtol`` (default ``DEFAULT_RTOL``)."""
+    if "steps_per_year" in study and "rtol" in study:
+        fail(path, "study", "rtol", "give either rtol (error-controlled steps) or "
+             "steps_per_year (fixed steps), not both.")
+    if "steps_per_year" in study:
+        value = check_int(study["steps_per_year"], path, "study", "steps_per_year", 12, 360)
+        if value % 12:
+            fail(path, "study", "steps_per_year", f"must be a multiple of 12 (whole steps per "
+                 f"month, so that treatment switches fall on step boundaries), got {value}.")
+        return value, 0.0
+    rtol = check_number(study.get("rtol", DEFAULT_RTOL), path, "study", "rtol", 1e-8, 1e-2)
+    if not METHODS[solver].e:
+        fail(path, "study", "solver", f"{solver} has no embedded error estimate for "
+             "error-controlled steps: use rodas3 or rodas4, or give steps_per_year.")
+    return 12, float(rtol)
 
 
 def parse_study(text: str, path: str = "<config>") -> Study:
@@ -260,6 +276,8 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
         names.add(arms[-1].name)
     reference = check_str(study.get("reference_arm", arms[0].name), path, "study",
                            "reference_arm", names)
+    solver = check_str(study.get("solver", "rodas3"), path, "study", "solver", set(METHODS))
+    steps = _check_steps(study, path, solver)
     return Study(
         path=path, config_text=text,
         config_hash=hashlib.sha256(text.encode()).hexdigest(),
@@ -272,8 +290,9 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
                               10**7),
         dtype=check_str(study.get("dtype", "float32"), path, "study", "dtype",
                          {"float32", "float64"}),
-        steps_per_year=_check_steps(study.get("steps_per_year", 12), path),
-        solver=check_str(study.get("solver", "rodas3"), path, "study", "solver", set(METHODS)),
+        steps_per_year=steps[0],
+        rtol=steps[1],
+        solver=solver,
         population=population,
         arms=tuple(arms),
         reference_arm=reference,

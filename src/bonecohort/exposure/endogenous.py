@@ -54,8 +54,12 @@ class StepInputs(NamedTuple):
 
 
 def window_fraction(a, b, start, stop):
-    """Fraction of the step [a, b) that lies inside the window [start, stop)."""
-    return jnp.clip((jnp.minimum(b, stop) - jnp.maximum(a, start)) / (b - a), 0.0, 1.0)
+    """Fraction of the step [a, b) that lies inside the window [start, stop) (0 for an empty
+    step)."""
+    width = b - a
+    inside = jnp.minimum(b, stop) - jnp.maximum(a, start)
+    return jnp.where(width > 0, jnp.clip(inside / jnp.where(width > 0, width, 1.0), 0.0, 1.0),
+                     0.0)
 
 
 def hormones_at(age, patient, u: StepInputs, ep: EndocrineParams, hp: HormoneParams):

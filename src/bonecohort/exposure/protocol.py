@@ -95,6 +95,21 @@ def regimen_windows(arm: Arm, patient):
     return windows
 
 
+def surgery_switch(patient):
+    """Age (snapped to months) at which the ovaries are removed (+inf: never)."""
+    return snap_months(patient.surgery_age, patient)
+
+
+def switch_ages(arm: Arm | None, patient) -> list:
+    """Ages at which the exposures of ``arm`` (None: untreated) may change: each regimen's
+    start and stop and the surgical menopause (``2 x regimens + 1`` values; a step grid with
+    these among its edges has constant exposures in every step)."""
+    ages = [surgery_switch(patient)]
+    for start, stop in (regimen_windows(arm, patient) if arm is not None else []):
+        ages += [start, stop]
+    return ages
+
+
 def regimen_exposure(reg: Regimen, agents: AgentParams | None) -> dict:
     """Exposure of ``reg`` taken continuously, with the fitted agent constants ``agents``
     (``AgentParams``; None or a missing key: the table of exposure/agents.py)."""
@@ -121,6 +136,5 @@ def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = Non
             for k, v in regimen_exposure(reg, agents).items():
                 if not isinstance(v, float) or v != 0.0:
                     total[k] = total[k] + taken * v
-    surgery = snap_months(patient.surgery_age, patient)
-    ovary = window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery)
+    ovary = window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery_switch(patient))
     return StepInputs(ovary=ovary, **total)

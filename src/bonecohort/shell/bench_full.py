@@ -57,10 +57,11 @@ class FullModel:
         return cast_tree(self.model, d), reference_steady_state(self.model, d), d
 
     def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3",
-             prefix_steps_per_year: int | None = None):
-        """``ids -> BMD (n, arms, sites, years)`` by this engine."""
+             rtol: float = 0.0, prefix_steps_per_year: int | None = None):
+        """``ids -> BMD (n, arms, sites, years)`` by this engine: fixed steps, or with
+        ``rtol > 0`` error-controlled ones."""
         model, steady, d = self._setup(dtype)
-        grid = self.grid._replace(steps_per_year=steps_per_year, solver=solver,
+        grid = self.grid._replace(steps_per_year=steps_per_year, solver=solver, rtol=rtol,
                                   prefix_steps_per_year=prefix_steps_per_year or steps_per_year)
 
         def one(pid):

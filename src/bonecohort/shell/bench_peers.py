@@ -17,7 +17,8 @@ from bonecohort.model.params import CellAction, CoreParams, Dosing, Site
 from bonecohort.model.site import DAYS_PER_YEAR, bmd, steady_state_vector
 from bonecohort.population import sample_patient
 from bonecohort.shell.bench_rows import DTYPES, Row, _memory, _on_host, _timed
-from bonecohort.solve.life_course import site_rhs, step_edges
+from bonecohort.solve.adaptive import integrate_adaptive
+from bonecohort.solve.life_course import patient_sites, site_ode, site_rhs, step_edges
 from bonecohort.solve.rosenbrock import METHODS, integrate
 
 NATURAL_YEARS = 50
@@ -59,21 +60,41 @@ class NaturalHistory:
         f = site_rhs(patient, model, steady, site, start, start)
         return lambda t, y: f(t, y, u)
 
-    def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3"):
+    def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3",
+             rtol: float = 0.0):
+        """``ids -> BV at each year end`` by this engine: fixed steps, or with ``rtol > 0``
+        error-controlled steps landing on each year end (solve/adaptive.py)."""
         d = DTYPES[dtype]
         model = cast_tree(self.model, d)
         steady = jnp.asarray(self.steady, d)
         site = jax.tree.map(lambda v: v[FEMORAL_NECK], model.sites)
         h = jnp.asarray(DAYS_PER_YEAR / steps_per_year, d)
+        stops = jnp.asarray(np.concatenate([[0.0], self.t_out]), d)
 
         def one(pid):
-            rates = self.rates(self.patient(pid, d), model, steady, site)
+            patient = self.patient(pid, d)
+            if rtol > 0:
+                return self._controlled(patient, model, steady, site, stops, solver, rtol)
+            rates = self.rates(patient, model, steady, site)
             dummy = jnp.zeros((NATURAL_YEARS, steps_per_year), d)
-            _, ys = integrate(lambda t, y, u: rates(t, y), steady_state_vector(d), jnp.zeros((), d),
-                              dummy, h, steps_per_year, METHODS[solver])
+            _, ys = integrate(lambda t, y, u: rates(t, y), steady_state_vector(d),
+                              jnp.zeros((), d), dummy, h, steps_per_year, METHODS[solver])
             return bmd(ys)
 
         return jax.jit(jax.vmap(one))
+
+    def _controlled(self, patient, model, steady, site, stops, solver, rtol):
+        start = jnp.asarray(30.0, patient.age_entry.dtype)  # peak bone mass
+        ode = site_ode(patient, model, steady, start, start)
+        a, b = step_edges(start, 1, 1)
+        u = jax.tree.map(lambda v: jnp.broadcast_to(v[0], (NATURAL_YEARS,)),
+                         step_inputs(a, b, patient, None))
+        sites = jax.tree.map(lambda v: v[None], patient_sites(patient, site))
+        _, reads, _ = integrate_adaptive(
+            ode.rates, ode.drive, steady_state_vector(patient.age_entry.dtype)[None], sites,
+            stops, jnp.arange(-1, NATURAL_YEARS), u, METHODS[solver], rtol,
+            DAYS_PER_YEAR / 12, 200 * NATURAL_YEARS, lambda y: bmd(y)[0], NATURAL_YEARS)
+        return reads
 
     def diffrax(self, solver_name: str, rtol: float, atol: float, max_steps: int,
                 dtype: str = "float64"):

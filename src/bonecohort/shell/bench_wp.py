@@ -8,7 +8,8 @@ women through the natural history and both arms, estradiol switched on and off, 
 year end; diffrax gets the switches as jump times). For each configuration, on the same N
 patients (vmapped) and dtype:
 
-* this engine: each Rosenbrock method (``solve.rosenbrock.METHODS``) across steps per year;
+* this engine: each Rosenbrock method (``solve.rosenbrock.METHODS``) across fixed steps per
+  year, and RODAS3/RODAS4 with error-controlled steps (solve/adaptive.py) across rtol;
 * diffrax Tsit5 (explicit), Kvaerno3 and Kvaerno5 (ESDIRK) with a PID controller across
   rtol 1e-2 ... 1e-8 in float64 and 1e-2 ... 1e-5 in float32 (atol = rtol / 1000; BV and the
   normalized cells are of order 1); a configuration slower than ``budget_s``, or one that
@@ -36,6 +37,8 @@ from bonecohort.shell.svg import figure
 
 ENGINE = {"ros2": (2, 4, 12, 24, 48), "rodas3": (1, 2, 4, 12, 24, 48),
           "rodas4": (1, 2, 4, 12, 24)}  # steps per year
+CONTROLLED = ("rodas3", "rodas4")  # error-controlled steps across OUR_RTOLS
+OUR_RTOLS = (1e-2, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6)
 DIFFRAX = ("Tsit5", "Kvaerno3", "Kvaerno5")
 RTOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 FLOAT32_TIGHTEST = 1e-5  # float32 resolves ~1e-7: tighter tolerances stall the controller
@@ -62,13 +65,23 @@ def engine_rows(work, n: int, dtypes, ref, log) -> list[Row]:
                 rows.append(_row(work, f"bonecohort {solver}", dtype, n, wall,
                                  _max_rel(bv, ref), {"steps_per_year": spy}))
         log(f"work-precision: {work.name} bonecohort {solver} done")
-    grid = getattr(work, "grid", None)
-    if grid is not None:  # the study's own grid: coarser before entry than after
+    for solver in CONTROLLED:
         for dtype in dtypes:
-            wall, bv = _timed(work.ours(dtype, grid.steps_per_year, grid.solver,
-                                        grid.prefix_steps_per_year), ids)
+            for rtol in OUR_RTOLS:
+                if dtype == "float32" and rtol < FLOAT32_TIGHTEST:
+                    break
+                wall, bv = _timed(work.ours(dtype, solver=solver, rtol=rtol), ids)
+                error = _max_rel(bv, ref) if np.isfinite(np.asarray(bv)).all() else float("nan")
+                rows.append(_row(work, f"bonecohort {solver} controlled", dtype, n, wall,
+                                 error, {"rtol": rtol}))
+        log(f"work-precision: {work.name} bonecohort {solver} controlled done")
+    grid = getattr(work, "grid", None)
+    if grid is not None:  # fixed steps as studies ran them: coarser before entry than after
+        for dtype in dtypes:
+            wall, bv = _timed(work.ours(dtype, 12, grid.solver,
+                                        prefix_steps_per_year=grid.prefix_steps_per_year), ids)
             rows.append(_row(work, f"bonecohort {grid.solver} (study grid)", dtype, n, wall,
-                             _max_rel(bv, ref), {"steps_per_year": grid.steps_per_year,
+                             _max_rel(bv, ref), {"steps_per_year": 12,
                                                  "prefix_steps_per_year":
                                                  grid.prefix_steps_per_year}))
     return rows

@@ -43,6 +43,12 @@ from bonecohort.shell.tables import SimulationError
 RELATIVE = ("_rr",)  # statistics whose interval is taken on the log scale
 
 
+def _steps_of(study) -> str:
+    grid = study.grid
+    return (f"steps controlled to rtol {grid.rtol:g}" if grid.rtol > 0
+            else f"{grid.steps_per_year} fixed steps a year")
+
+
 def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None,
                    share: tuple[int, int] = (0, 1)):
     """Simulate ``study`` under each model of ``models`` (draw j: ``models[j]``) and write
@@ -62,10 +68,10 @@ def simulate_draws(study, work: Path, models: list, simulate, log=lambda m: None
         except SimulationError as exc:
             raise SimulationError(
                 f"under parameter draw {j} of the fitted constants: {exc} The study's "
-                f"{study.grid.steps_per_year} steps a year are too coarse for these constants "
-                "(a draw far in the tail of a constant the targets leave open, e.g. a strong "
-                "RANKL action, makes the remodeling transients faster): set [study] "
-                "steps_per_year = 24 or 48.") from None
+                f"{_steps_of(study)} are too coarse for these constants (a draw far in the "
+                "tail of a constant the targets leave open, e.g. a strong RANKL action, makes "
+                "the remodeling transients faster): set [study] rtol = 1e-5 (or, with fixed "
+                "steps, steps_per_year = 24 or 48).") from None
         tables = arm_tables(pl.scan_parquet(RunDir(sub).parts_glob), study)
         for path, df in zip(done, tables):
             write_parquet(path, df.with_columns(pl.lit(j).alias("draw")))

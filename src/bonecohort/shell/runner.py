@@ -354,7 +354,7 @@ def run_study(study: Study, out: Path, force: bool = False, log=lambda msg: None
         if parameter_draws:
             post, k, source = parameter_draws
             check_posterior_of(model, post)
-            if study.grid.steps_per_year < 24:
+            if study.grid.rtol == 0 and study.grid.steps_per_year < 24:
                 log(f"parameter draws at {study.grid.steps_per_year} steps a year: draws in "
                     "the tails of loosely identified constants can need more "
                     "([study] steps_per_year = 24; README, Uncertainty)")

@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from bonecohort.exposure.endogenous import StepInputs, hormones_at, no_treatment
-from bonecohort.exposure.protocol import step_inputs
+from bonecohort.exposure.protocol import step_inputs, surgery_switch, switch_ages
 from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
 from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
 from bonecohort.population import Patient
-from bonecohort.solve.rosenbrock import METHODS, integrate_driven
+from bonecohort.solve.adaptive import integrate_adaptive
+from bonecohort.solve.rosenbrock import METHODS, integrate_steps
 
 
 class Grid(NamedTuple):
@@ -36,6 +37,8 @@ class Grid(NamedTuple):
     solver: str = "rodas3"  # a key of rosenbrock.METHODS
     outputs_per_year: int = 1  # read-outs after entry: 1 (year ends) or 12 (month ends)
     prefix_steps_per_year: int = 4  # steps a year of the natural-history prefix (0: the same)
+    rtol: float = 0.0  # > 0: error-controlled steps to this tolerance instead (adaptive.py)
+    max_steps_per_year: int = 200  # limit of controlled steps (accepted and rejected)
 
     @staticmethod
     def for_entry_ages(age_max: float, horizon_years: int, **kw) -> "Grid":
@@ -123,41 +126,138 @@ def step_edges(first_age, years: int, steps_per_year: int):
     return edges[:-1], edges[1:]
 
 
+class StepGrid(NamedTuple):
+    """Edges of one stretch of steps: ages (years), times (days from its first age) and,
+    for each edge of the uniform grid, its position among all edges."""
+
+    ages: jnp.ndarray  # (edges,)
+    days: jnp.ndarray  # (edges,)
+    uniform_at: jnp.ndarray  # (years * steps_per_year + 1,) int
+
+
+def step_grid(first_age, years: int, steps_per_year: int, switches=()) -> StepGrid:
+    """``steps_per_year`` equal steps a year from ``first_age``, with the ages ``switches``
+    (clipped to the stretch) inserted as extra edges, so that exposures that change only at
+    those ages are constant in every step (``protocol.switch_ages``)."""
+    k = jnp.arange(years * steps_per_year + 1)
+    dtype = first_age.dtype
+    ages = first_age + k.astype(dtype) / steps_per_year
+    days = k.astype(dtype) * (DAYS_PER_YEAR / steps_per_year)
+    if not switches:
+        return StepGrid(ages, days, k)
+    sw = jnp.clip(jnp.stack(switches).astype(dtype), ages[0], ages[-1])
+    sw_days = (sw - first_age) * DAYS_PER_YEAR
+    order = jnp.argsort(jnp.concatenate([days, sw_days]), stable=True)
+    before = jnp.sum(sw_days[None, :] < days[:, None], axis=1)
+    return StepGrid(jnp.concatenate([ages, sw])[order],
+                    jnp.concatenate([days, sw_days])[order], k + before)
+
+
+def _padded_switches(arms: tuple, patient) -> list:
+    """``switch_ages`` of every arm, padded to a common count (repeating the surgery)."""
+    per_arm = [switch_ages(arm, patient) for arm in arms]
+    most = max(len(s) for s in per_arm)
+    return [s + [s[0]] * (most - len(s)) for s in per_arm]
+
+
 def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, grid: Grid):
     """Simulate both sites of one patient through the natural history and every arm.
 
-    ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,).
+    ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,). Time runs in days
+    from peak bone mass (``life_start``); fixed steps (``_fixed_steps``) or, with
+    ``grid.rtol > 0``, error-controlled ones (``_controlled_steps``).
     Returns a ``LifeCourse`` (its fields document shapes and units).
     """
     dtype = patient.age_entry.dtype
-    spy = grid.steps_per_year
-    spy_prefix = grid.prefix_steps_per_year or spy
     life_start = patient.age_entry - grid.prefix_years
-
-    sites = patient_sites(patient, model.sites)
-
-    def run_sites(y0, age0, inputs: StepInputs, per_output: int, spy: int):
-        ode = site_ode(patient, model, steady, age0, life_start)
-        periods = jax.tree.map(lambda v: v.reshape(-1, per_output), inputs)
-        y, ys = integrate_driven(ode.rates, ode.drive, y0, sites, jnp.zeros((), dtype),
-                                 periods, jnp.asarray(DAYS_PER_YEAR / spy, dtype), per_output,
-                                 METHODS[grid.solver])
-        return y, jnp.moveaxis(ys, 0, 1)  # (sites, read-outs, state)
-
-    n_sites = model.sites.turnover.shape[0]
-    a, b = step_edges(life_start, grid.prefix_years, spy_prefix)
-    y_entry, _ = run_sites(steady_state_vector(dtype, (n_sites,)), life_start,
-                           step_inputs(a, b, patient, None), spy_prefix, spy_prefix)
-
-    a, b = step_edges(patient.age_entry, grid.horizon_years, spy)
-    inputs = [step_inputs(a, b, patient, arm, model.agents) for arm in arms]
-    stacked = jax.tree.map(lambda *v: jnp.stack(v), *inputs)
-    arms_vmap = jax.vmap(run_sites, in_axes=(None, None, 0, None, None))
-    _, yearly = arms_vmap(y_entry, patient.age_entry, stacked, spy // grid.outputs_per_year, spy)
-    # yearly: (arms, sites, read-outs, state)
+    ode = site_ode(patient, model, steady, life_start, life_start)
+    y0 = steady_state_vector(dtype, (model.sites.turnover.shape[0],))
+    solve = _controlled_steps if grid.rtol > 0 else _fixed_steps
+    y_entry, reads = solve(patient, model, arms, grid, ode, y0)
+    yearly = jnp.moveaxis(reads, 1, 2)  # (arms, sites, read-outs, (bmd, oca))
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)
     bmd_entry = bmd(y_entry)
-    return LifeCourse(bmd_entry=bmd_entry, bmd_rel=bmd(yearly) / bmd_entry[None, :, None],
-                      oc_entry=y_entry[:, OCA], oc=yearly[..., OCA], e2_entry=at_entry.e2,
+    return LifeCourse(bmd_entry=bmd_entry, bmd_rel=yearly[..., 0] / bmd_entry[None, :, None],
+                      oc_entry=y_entry[:, OCA], oc=yearly[..., 1], e2_entry=at_entry.e2,
                       t_entry=at_entry.t)
+
+
+def _stacked(trees):
+    return jax.tree.map(lambda *v: jnp.stack(v), *trees)
+
+
+def _fixed_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
+    """``steps_per_year`` equal steps after entry and ``prefix_steps_per_year`` before, with
+    the switches as extra edges where the grid is coarser than a month (``step_grid``).
+    Returns the state at entry and the read-outs (arms, read-outs, sites, 2)."""
+    spy, spy_prefix = grid.steps_per_year, grid.prefix_steps_per_year or grid.steps_per_year
+    sites = patient_sites(patient, model.sites)
+    life_start = patient.age_entry - grid.prefix_years
+
+    def run(grid_: StepGrid, inputs: StepInputs, y_start, out_steps=None):
+        return integrate_steps(ode.rates, ode.drive, y_start, sites, grid_.days[:-1],
+                               jnp.diff(grid_.days), inputs, METHODS[grid.solver], out_steps,
+                               _readout)
+
+    # a switch falls on an edge anyway when every month edge is one (protocol.snap_months)
+    pre = step_grid(life_start, grid.prefix_years, spy_prefix,
+                    [surgery_switch(patient)] if spy_prefix % 12 else [])
+    y_entry, _ = run(pre, step_inputs(pre.ages[:-1], pre.ages[1:], patient, None), y0)
+    per_output = spy // grid.outputs_per_year
+    offset = jnp.asarray(grid.prefix_years * DAYS_PER_YEAR, y0.dtype)
+    switches = _padded_switches(arms, patient) if spy % 12 else [[] for _ in arms]
+    grids = [step_grid(patient.age_entry, grid.horizon_years, spy, sw) for sw in switches]
+    grids = _stacked([g._replace(days=g.days + offset) for g in grids])
+    inputs = _stacked([step_inputs(grids.ages[j, :-1], grids.ages[j, 1:], patient, arm,
+                                   model.agents) for j, arm in enumerate(arms)])
+    out_steps = grids.uniform_at[:, per_output::per_output] - 1  # (arms, read-outs)
+    _, reads = jax.vmap(lambda g, u, o: run(g, u, y_entry, o))(grids, inputs, out_steps)
+    return y_entry, reads
+
+
+def _stops(first_age, life_start, ends, switches):
+    """Stops of a controlled stretch from ``first_age``: read-out ages ``ends`` (the last is
+    the stretch's end) and the ``switches`` inside it, sorted, as days from ``life_start``;
+    with their ages and read-out index (-1: not a read-out)."""
+    n_out = ends.shape[0]
+    sw = jnp.clip(jnp.stack(switches).astype(ends.dtype), first_age, ends[-1])
+    ages = jnp.concatenate([first_age[None], ends, sw])
+    slot = jnp.concatenate([jnp.array([-1]), jnp.arange(n_out), jnp.full(sw.shape, -1)])
+    order = jnp.argsort(ages, stable=True)
+    return (ages[order] - life_start) * DAYS_PER_YEAR, ages[order], slot[order]
+
+
+def _controlled_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
+    """Error-controlled steps (solve/adaptive.py, ``grid.rtol``) that land on every switch
+    and read-out. Returns the state at entry and the read-outs (arms, read-outs, sites, 2)."""
+    sites = patient_sites(patient, model.sites)
+    life_start = patient.age_entry - grid.prefix_years
+    tableau = METHODS[grid.solver]
+    h0 = jnp.asarray(DAYS_PER_YEAR / 12, y0.dtype)
+
+    limit = grid.max_steps_per_year * (grid.prefix_years + grid.horizon_years)
+
+    def run(days, slot, inputs, y_start, n_out):
+        return integrate_adaptive(ode.rates, ode.drive, y_start, sites, days, slot, inputs,
+                                  tableau, grid.rtol, h0, limit, _readout, n_out)
+
+    def exposures(ages, arm):
+        return step_inputs(ages[:-1], ages[1:], patient, arm, model.agents)
+
+    days, ages, slot = _stops(life_start, life_start, patient.age_entry[None],
+                              [surgery_switch(patient)])
+    y_entry, _, _ = run(days, slot, exposures(ages, None), y0, 0)
+    n_out = grid.horizon_years * grid.outputs_per_year
+    ends = patient.age_entry + jnp.arange(1, n_out + 1, dtype=y0.dtype) / grid.outputs_per_year
+    days, ages, slot = _stacked([_stops(patient.age_entry, life_start, ends, sw)
+                                 for sw in _padded_switches(arms, patient)])
+    inputs = _stacked([exposures(ages[j], arm) for j, arm in enumerate(arms)])
+    _, reads, _ = jax.vmap(lambda d, s, u: run(d, s, u, y_entry, n_out))(days, slot, inputs)
+    return y_entry, reads
+
+
+def _readout(y):
+    """What a life course keeps of the sites' states (sites, state) at a read-out: BMD and
+    active osteoclasts, (sites, 2)."""
+    return jnp.stack([bmd(y), y[..., OCA]], axis=-1)

@@ -49,6 +49,8 @@ class Tableau(NamedTuple):
     a: tuple  # lower triangle rows: a[i] has i entries
     c: tuple  # lower triangle rows: c[i] has i entries
     m: tuple  # (s,)
+    e: tuple = ()  # (s,) weights of the local error estimate (empty: no embedded method)
+    error_order: int = 0  # order of that estimate's leading term (step-size exponent 1/it)
 
 
 _G2 = 1.0 + 2.0 ** -0.5
@@ -76,16 +78,21 @@ RODAS4 = Tableau(
        (7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160),
        (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
         -6.058818238834054)),
-    m=_A_LAST + (1.0, 1.0))
+    m=_A_LAST + (1.0, 1.0),
+    e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0), error_order=4)
 
 # RODAS3, Sandu et al. (1997): 4 stages (3 function evaluations), order 3, stiffly accurate.
+# Both RODAS methods are stiffly accurate: y_{n+1} = Y_s + K_s, and the last stage's argument
+# Y_s is an embedded solution one order lower (Hairer & Wanner 1996, section VI.4), so the
+# local error estimate is the last stage's increment K_s (weights ``e``).
 RODAS3 = Tableau(
     "rodas3", 0.5,
     alpha=(0.0, 0.0, 1.0, 1.0),
     gammas=(0.5, 1.5, 0.0, 0.0),
     a=((), (0.0,), (2.0, 0.0), (2.0, 0.0, 1.0)),
     c=((), (4.0,), (1.0, -1.0), (1.0, -1.0, -8.0 / 3.0)),
-    m=(2.0, 0.0, 1.0, 1.0))
+    m=(2.0, 0.0, 1.0, 1.0),
+    e=(0.0, 0.0, 0.0, 1.0), error_order=3)
 
 METHODS = {t.name: t for t in (ROS2, RODAS3, RODAS4)}
 
@@ -140,9 +147,10 @@ def step_drive(drive, t, h, tableau: Tableau) -> Drive:
     return Drive(jax.tree.map(lambda *v: jnp.stack(v), d0, *later), slope)
 
 
-def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
+def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3, with_error: bool = False):
     """One step of size ``h`` of dy/dt = g(y, d(t)) with ``drive`` the step's inputs d
-    (``step_drive``); returns y_{n+1}.
+    (``step_drive``); returns y_{n+1}, and with ``with_error`` also the local error estimate
+    sum_j e_j K_j (the tableau's embedded method).
 
     df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is inverted
     once per step (one elimination with n right-hand sides); every stage is then a small
@@ -166,7 +174,10 @@ def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
         if tableau.gammas[i] != 0.0:
             rhs = rhs + (tableau.gammas[i] * h) * dfdt
         ks.append(w @ rhs)
-    return y + sum(mj * k for mj, k in zip(tableau.m, ks) if mj != 0.0)
+    y1 = y + sum(mj * k for mj, k in zip(tableau.m, ks) if mj != 0.0)
+    if with_error:
+        return y1, sum(ej * k for ej, k in zip(tableau.e, ks) if ej != 0.0)
+    return y1
 
 
 def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
@@ -174,6 +185,13 @@ def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
     step's only input: ``driven_step`` with d(t) = t)."""
     return driven_step(lambda z, s: f(s, z), y, h, step_drive(lambda s: s, t, h, tableau),
                        tableau)
+
+
+def _advance(rates, drive, y, consts, t, h, u, tableau: Tableau):
+    """One step of B systems that share the drive (see ``integrate_driven``)."""
+    d = step_drive(lambda s: drive(s, u), t, h, tableau)
+    return jax.vmap(lambda yb, cb: driven_step(lambda z, db: rates(z, db, cb), yb, h, d,
+                                               tableau))(y, consts)
 
 
 def integrate_driven(rates, drive, y0, consts, t0, inputs, h, steps_per_output: int,
@@ -195,16 +213,41 @@ def integrate_driven(rates, drive, y0, consts, t0, inputs, h, steps_per_output: 
 
     def step(y, tu):
         t, u = tu
-        d = step_drive(lambda s: drive(s, u), t, h, tableau)
-        one = jax.vmap(lambda yb, cb: driven_step(lambda z, db: rates(z, db, cb), yb, h, d,
-                                                  tableau))
-        return one(y, consts), None
+        return _advance(rates, drive, y, consts, t, h, u, tableau), None
 
     def period(y, tu_period):
         y, _ = jax.lax.scan(step, y, tu_period)
         return y, y
 
     return jax.lax.scan(period, y0, (times, inputs))
+
+
+def integrate_steps(rates, drive, y0, consts, t, h, inputs, tableau: Tableau = RODAS3,
+                    out_steps=None, readout=None):
+    """``integrate_driven`` on a grid of unequal steps: step k runs from ``t[k]`` for ``h[k]``
+    (zero-length steps leave the state as it is), ``inputs`` leaves have leading axis steps.
+
+    With ``out_steps`` (n_out,) int and ``readout(y) -> array``, also returns
+    ``readout`` of the state after each step ``out_steps[j]`` (n_out, ...), captured in the
+    loop (no per-step history is kept). Returns ``(y_final, outputs or None)``.
+    """
+    def step(carry, k_thu):
+        y, outs = carry
+        k, tk, hk, u = k_thu
+        live = hk > 0
+        y1 = _advance(rates, drive, y, consts, tk, jnp.where(live, hk, 1.0), u, tableau)
+        y1 = jnp.where(live, y1, y)
+        if outs is not None:
+            hit = out_steps == k
+            outs = jnp.where(hit.reshape((-1,) + (1,) * (outs.ndim - 1)), readout(y1)[None],
+                             outs)
+        return (y1, outs), None
+
+    outs0 = None if out_steps is None else jnp.zeros(
+        (out_steps.shape[0],) + jax.eval_shape(readout, y0).shape, y0.dtype)
+    k = jnp.arange(t.shape[0])
+    (y, outs), _ = jax.lax.scan(step, (y0, outs0), (k, t, h, inputs))
+    return y, outs
 
 
 def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
