@@ -212,7 +212,7 @@ def _parse_eligibility(sec: dict, path, sexes) -> Eligibility:
                           {"intact", "absent", "any"}))
 
 
-DEFAULT_RTOL = 1e-4  # error-controlled steps: BMD within ~2e-4 of Radau (README, Numerics)
+DEFAULT_RTOL = 1e-4  # error-controlled RODAS4 steps: BMD within ~4e-5 of Radau (README, Numerics)
 
 
 def _check_steps(study: dict, path, solver: str) -> tuple[int, float]:
@@ -276,7 +276,8 @@ def study_from_table(raw: dict, path: str, text: str) -> Study:
         names.add(arms[-1].name)
     reference = check_str(study.get("reference_arm", arms[0].name), path, "study",
                            "reference_arm", names)
-    solver = check_str(study.get("solver", "rodas3"), path, "study", "solver", set(METHODS))
+    solver = check_str(study.get("solver", "rodas3" if "steps_per_year" in study else "rodas4"),
+                       path, "study", "solver", set(METHODS))
     steps = _check_steps(study, path, solver)
     return Study(
         path=path, config_text=text,

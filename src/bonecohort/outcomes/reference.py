@@ -48,7 +48,7 @@ class ReferenceDesign(NamedTuple):
     @property
     def grid(self) -> Grid:
         return Grid(prefix_years=int(self.start_age - PEAK_BONE_AGE), horizon_years=self.years,
-                    rtol=1e-4)
+                    solver="rodas4", rtol=1e-4)
 
 
 REFERENCE = ReferenceDesign()
