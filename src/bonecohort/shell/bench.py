@@ -2,7 +2,8 @@
 
 Three workloads, each timed after compilation (the first call is excluded):
 
-* ``cohort``: the default study's compiled chunk, i.e. the full model as a study runs it:
+* ``cohort``: the default study's compiled chunk, i.e. the full model as a study runs it
+  (its own step control: error-controlled RODAS4 unless the study fixes steps_per_year):
   sampling, both sites, the natural history and every arm, fractures and deaths. A
   patient-year is one simulated year of one patient's life along one arm (the natural
   history counts once): ``prefix + arms x horizon`` years per patient.
@@ -17,6 +18,10 @@ Three workloads, each timed after compilation (the first call is excluded):
   the ``bone_models`` package's Pivonka model one patient at a time (its own right-hand side
   and its own solver settings: RK45, rtol = atol = 1e-8). Accuracy against Radau (rtol 1e-10)
   on each implementation's own right-hand side.
+
+With ``--work-precision N`` two more workloads are swept across every solver's accuracy
+settings (bench_wp.py): the one-site natural history and the full model with its switches
+(bench_full.py).
 
 Memory: the process's peak resident set (``ru_maxrss``, a high-water mark, so sizes run in
 increasing order) and, on accelerators, the device's peak bytes in use.
@@ -56,7 +61,9 @@ def bench_cohort(study, n: int, dtype: str, chunk: int, setup) -> Row:
         jax.device_get(run(chunk_ids(start, min(start + chunk, n), chunk)))
     wall = time.perf_counter() - t0
     years = study.grid.prefix_years + len(study.arms) * study.grid.horizon_years
-    return Row("cohort", "bonecohort rodas3 monthly", dtype, n, wall, n * years / wall,
+    g = study.grid
+    steps = f"controlled rtol {g.rtol:g}" if g.rtol > 0 else f"{g.steps_per_year} steps/yr"
+    return Row("cohort", f"bonecohort {g.solver} {steps}", dtype, n, wall, n * years / wall,
                settings={"chunk": chunk, "years_per_patient": years, "sites": 2,
                          "arms": len(study.arms)}, **_memory())
 
@@ -76,6 +83,8 @@ class BenchOptions:
     wp_n: int = 0  # patients of the work-precision sweep (bench_wp.py); 0: no sweep
     wp_only: bool = False  # only the sweep (no cohort, natural and core workloads)
     wp_budget_s: float = 60.0
+    out: Path = Path("benchmarks/results")  # where the sweep's partial rows are appended
+
 
 @with_x64
 def run_bench(opts: BenchOptions, log=print) -> dict:
@@ -88,7 +97,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     rows = []
     if opts.wp_only:
         return _result(opts, started, bench_wp.sweep(study, opts.wp_n, opts.scipy_n,
-                                                     opts.dtypes, log, opts.wp_budget_s))
+                                                     opts.dtypes, log, opts.wp_budget_s,
+                                                     on_row=_partial(opts, started)))
     for dtype in opts.dtypes:
         for n in sorted(opts.sizes):
             rows.append(bench_cohort(study, n, dtype, opts.chunk, setup))
@@ -98,8 +108,20 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     rows += bench_core(opts.natural_n, opts.scipy_n, opts.dtypes, opts.peers, log)
     if opts.peers and opts.wp_n:
         rows += bench_wp.sweep(study, opts.wp_n, opts.scipy_n, opts.dtypes, log,
-                               opts.wp_budget_s)
+                               opts.wp_budget_s, on_row=_partial(opts, started))
     return _result(opts, started, rows)
+
+
+def _partial(opts, started: str):
+    """Append each sweep row to OUT/<start>-partial.jsonl as it is measured."""
+    path = Path(opts.out) / f"{started.replace(':', '').replace('-', '')}-partial.jsonl"
+
+    def write(row):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps(asdict(row)) + "\n")
+
+    return write
 
 
 def _result(opts, started: str, rows) -> dict:

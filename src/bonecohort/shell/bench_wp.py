@@ -43,8 +43,10 @@ DIFFRAX = ("Tsit5", "Kvaerno3", "Kvaerno5")
 RTOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 FLOAT32_TIGHTEST = 1e-5  # float32 resolves ~1e-7: tighter tolerances stall the controller
 # step limits: an explicit method needs ~60,000 steps over 50 years (rates ~8 /day); an
-# implicit one that needs more than 20,000 has stalled (a vmapped batch then runs for hours)
-MAX_STEPS = {"Tsit5": 200_000, "Kvaerno3": 20_000, "Kvaerno5": 20_000}
+# implicit one that needs more than 5,000 (a step every 4 days on average) has stalled near
+# float32's resolution (measured: Kvaerno3 float32 on the full model ran past 10 minutes at
+# 20,000), and a vmapped batch then runs at the pace of that one patient
+MAX_STEPS = {"Tsit5": 200_000, "Kvaerno3": 5_000, "Kvaerno5": 5_000}
 SCIPY = ("LSODA", "BDF")
 BOUNDS = (1e-3, 1e-5)
 WORKLOADS = ("natural-wp", "full-wp")
@@ -55,15 +57,15 @@ def _row(work, solver, dtype, n, wall, error, settings) -> Row:
                settings=settings, **_memory())
 
 
-def engine_rows(work, n: int, dtypes, ref, log) -> list[Row]:
+def engine_rows(work, n: int, dtypes, ref, log):
+    """Rows of this engine's configurations, one at a time (a generator)."""
     ids = jnp.arange(n, dtype=jnp.uint32)
-    rows = []
     for solver, steps in ENGINE.items():
         for spy in steps:
             for dtype in dtypes:
                 wall, bv = _timed(work.ours(dtype, spy, solver), ids)
-                rows.append(_row(work, f"bonecohort {solver}", dtype, n, wall,
-                                 _max_rel(bv, ref), {"steps_per_year": spy}))
+                yield _row(work, f"bonecohort {solver}", dtype, n, wall, _max_rel(bv, ref),
+                           {"steps_per_year": spy})
         log(f"work-precision: {work.name} bonecohort {solver} done")
     for solver in CONTROLLED:
         for dtype in dtypes:
@@ -72,24 +74,22 @@ def engine_rows(work, n: int, dtypes, ref, log) -> list[Row]:
                     break
                 wall, bv = _timed(work.ours(dtype, solver=solver, rtol=rtol), ids)
                 error = _max_rel(bv, ref) if np.isfinite(np.asarray(bv)).all() else float("nan")
-                rows.append(_row(work, f"bonecohort {solver} controlled", dtype, n, wall,
-                                 error, {"rtol": rtol}))
+                yield _row(work, f"bonecohort {solver} controlled", dtype, n, wall, error,
+                           {"rtol": rtol})
         log(f"work-precision: {work.name} bonecohort {solver} controlled done")
     grid = getattr(work, "grid", None)
     if grid is not None:  # fixed steps as studies ran them: coarser before entry than after
         for dtype in dtypes:
-            wall, bv = _timed(work.ours(dtype, 12, grid.solver,
+            wall, bv = _timed(work.ours(dtype, 12, "rodas3",
                                         prefix_steps_per_year=grid.prefix_steps_per_year), ids)
-            rows.append(_row(work, f"bonecohort {grid.solver} (study grid)", dtype, n, wall,
-                             _max_rel(bv, ref), {"steps_per_year": 12,
-                                                 "prefix_steps_per_year":
-                                                 grid.prefix_steps_per_year}))
-    return rows
+            yield _row(work, "bonecohort rodas3 (fixed, as studies ran before)", dtype, n, wall,
+                       _max_rel(bv, ref), {"steps_per_year": 12,
+                                           "prefix_steps_per_year": grid.prefix_steps_per_year})
 
 
-def diffrax_rows(work, n: int, dtypes, ref, log, budget_s) -> list[Row]:
+def diffrax_rows(work, n: int, dtypes, ref, log, budget_s):
+    """Rows of diffrax's configurations, one at a time (a generator)."""
     ids = jnp.arange(n, dtype=jnp.uint32)
-    rows = []
     for name in DIFFRAX:
         for dtype in dtypes:
             for rtol in RTOLS:
@@ -99,43 +99,46 @@ def diffrax_rows(work, n: int, dtypes, ref, log, budget_s) -> list[Row]:
                 wall, bv = _timed(fn, ids)
                 # a patient stopped by the step limit has NaN: the configuration failed
                 error = _max_rel(bv, ref) if np.isfinite(np.asarray(bv)).all() else float("nan")
-                rows.append(_row(work, f"diffrax {name}", dtype, n, wall, error,
-                                 {"rtol": rtol, "atol": rtol * 1e-3}))
+                yield _row(work, f"diffrax {name}", dtype, n, wall, error,
+                           {"rtol": rtol, "atol": rtol * 1e-3})
                 if wall > budget_s or not error < float("inf"):
                     break
             log(f"work-precision: {work.name} diffrax {name} {dtype} done")
-    return rows
 
 
-def scipy_rows(work: NaturalHistory, n: int, ref, log, budget_s) -> list[Row]:
-    rows = []
+def scipy_rows(work: NaturalHistory, n: int, ref, log, budget_s):
+    """Rows of scipy's configurations, one at a time (a generator)."""
     work.scipy_one(0, "LSODA", 1e-3, 1e-6)  # compile the right-hand side first
     for method in SCIPY:
         for rtol in RTOLS[1:]:
             t0 = time.perf_counter()
             bv = [work.scipy_one(i, method, rtol, rtol * 1e-3) for i in range(n)]
             wall = time.perf_counter() - t0
-            rows.append(_row(work, f"scipy {method} (one patient at a time)", "float64", n, wall,
-                             _max_rel(bv, ref), {"rtol": rtol, "atol": rtol * 1e-3}))
+            yield _row(work, f"scipy {method} (one patient at a time)", "float64", n, wall,
+                       _max_rel(bv, ref), {"rtol": rtol, "atol": rtol * 1e-3})
             if wall > budget_s:
                 break
         log(f"work-precision: scipy {method} done")
-    return rows
 
 
 def sweep(study, n: int, n_scipy: int, dtypes, log, budget_s: float = 60.0,
-          workloads=WORKLOADS) -> list[Row]:
-    """All configurations of each workload on ``n`` patients (scipy on ``n_scipy``)."""
+          workloads=WORKLOADS, on_row=lambda row: None) -> list[Row]:
+    """All configurations of each workload on ``n`` patients (scipy on ``n_scipy``);
+    ``on_row`` sees each row as soon as it is measured (a long sweep keeps what it did)."""
     rows = []
     for name in workloads:
         work = (NaturalHistory if name == "natural-wp" else FullModel)(study,
                                                                        max(n, REF_PATIENTS))
         log(f"work-precision: {name} Radau reference")
         ref = work.reference(min(REF_PATIENTS, n, n_scipy))
-        rows += engine_rows(work, n, dtypes, ref, log)
-        rows += diffrax_rows(work, n, dtypes, ref, log, budget_s)
+        parts = [engine_rows(work, n, dtypes, ref, log),
+                 diffrax_rows(work, n, dtypes, ref, log, budget_s)]
         if name == "natural-wp":
-            rows += scipy_rows(work, n_scipy, ref, log, budget_s)
+            parts.append(scipy_rows(work, n_scipy, ref, log, budget_s))
+        for part in parts:
+            for row in part:
+                rows.append(row)
+                on_row(row)
     return rows
 
 

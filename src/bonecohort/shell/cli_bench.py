@@ -76,7 +76,7 @@ def bench(sizes, large, dtypes, chunk, natural_n, diffrax_n, scipy_n, no_peers, 
     opts = BenchOptions(sizes=sizes + ((10_000_000,) if large else ()), dtypes=names,
                         chunk=chunk, peers=not no_peers, natural_n=natural_n,
                         diffrax_n=diffrax_n, scipy_n=scipy_n, wp_n=wp_n,
-                        wp_budget_s=wp_budget, wp_only=wp_only,
+                        wp_budget_s=wp_budget, wp_only=wp_only, out=out,
                         **({"config": config} if config else {}))
     try:
         result = run_bench(opts, log=lambda m: click.echo(m, err=True))
