@@ -126,15 +126,44 @@ def dose_share(reg: Regimen, patient):
     return reg.adherence * (patient.uterus_intact if reg.uterus_only else 1.0)
 
 
+def regimens_taken(a, b, patient, arm: Arm | None) -> list:
+    """Share of each regimen of ``arm`` taken over steps [a, b) (one array like ``a`` per
+    regimen: the part of the step inside its window times ``dose_share``)."""
+    if arm is None:
+        return []
+    return [window_fraction(a, b, start, stop) * dose_share(reg, patient)
+            for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient))]
+
+
+def ovary_fraction(a, b, patient):
+    """Share of steps [a, b) with the ovaries in place (before a surgical menopause)."""
+    return window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery_switch(patient))
+
+
+def exposure_rows(regimens, agents: AgentParams | None):
+    """``regimen_exposure`` of each regimen as a row of ``EXPOSURES`` values, (regimens, 6)
+    (JAX: the fitted agent constants may be traced)."""
+    rows = [jnp.stack([jnp.asarray(regimen_exposure(reg, agents).get(k, 0.0))
+                       for k in EXPOSURES]) for reg in regimens]
+    return jnp.stack(rows) if rows else jnp.zeros((0, len(EXPOSURES)))
+
+
+def combined_inputs(ovary, taken, exposure) -> StepInputs:
+    """Step inputs from the ovarian share ``ovary`` (...), the regimens' taken shares
+    ``taken`` (..., regimens) and their ``exposure_rows`` (regimens, 6), summed in regimen
+    order."""
+    total = [jnp.zeros_like(ovary) for _ in EXPOSURES]
+    exposure = exposure.astype(ovary.dtype)
+    for j in range(taken.shape[-1]):
+        total = [t + taken[..., j] * exposure[j, i] for i, t in enumerate(total)]
+    return StepInputs(ovary=ovary, **dict(zip(EXPOSURES, total)))
+
+
 def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = None) -> StepInputs:
     """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated),
     with the fitted agent constants ``agents`` (``model.params.AgentParams``)."""
-    total = {k: jnp.zeros_like(a) for k in EXPOSURES}
-    if arm is not None:
-        for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient)):
-            taken = window_fraction(a, b, start, stop) * dose_share(reg, patient)
-            for k, v in regimen_exposure(reg, agents).items():
-                if not isinstance(v, float) or v != 0.0:
-                    total[k] = total[k] + taken * v
-    ovary = window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery_switch(patient))
-    return StepInputs(ovary=ovary, **total)
+    regimens = arm.regimens if arm is not None else ()
+    taken = regimens_taken(a, b, patient, arm)
+    return combined_inputs(ovary_fraction(a, b, patient),
+                           jnp.stack(taken, -1) if taken else jnp.zeros(a.shape + (0,), a.dtype),
+                           exposure_rows(regimens, agents))

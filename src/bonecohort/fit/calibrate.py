@@ -15,8 +15,10 @@ stay fixed (trials.trial_function), so L is a smooth function of theta and ``jax
 runs through the whole simulation (scan of implicit steps, fracture read-out).
 
 Optimizer: optax Adam on theta with a cosine-decaying step; the best iterate is kept. The
-shell (``fit`` here, CLI in cli.py) prints progress; the per-trial value-and-gradient
-functions are jitted once.
+shell (``fit`` here, CLI in cli.py) prints progress. Programs: the trials without fracture
+targets share one value-and-gradient function whose trial data are arguments
+(fit/trial_program.py: one compiled program per group of similar shapes); a trial with
+fracture targets has its own (``trials.trial_function``).
 """
 
 from __future__ import annotations
@@ -27,17 +29,33 @@ import math
 import platform
 import time
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonecohort.cohort import reference_steady_state, with_x64
+from bonecohort.cohort import cast_tree, reference_steady_state, with_x64
 from bonecohort.fit.parameters import Free, from_theta, to_theta
 from bonecohort.fit.targets import TargetSet, misfit
+from bonecohort.fit.trial_program import (bmd_values, padded, regimen_table, shape_groups,
+                                          trial_data)
 from bonecohort.fit.trials import run_trials, trial_function
 from bonecohort.reference_cache import outcome_setup
+
+
+class Part(NamedTuple):
+    """One trial's piece of the objective: its targets (file order), the compiled
+    value-and-grad, the trial, the loss function, the leading data arguments of the loss and
+    the number of targets the program reads (padded; 0: as many as ``idx``)."""
+
+    idx: np.ndarray
+    vg: object
+    name: str
+    loss: object
+    extra: tuple = ()
+    size: int = 0
 
 
 class Objective:
@@ -62,32 +80,73 @@ class Objective:
             replace(ts, trials={k: v for k, v in ts.trials.items() if k in fitted}),
             start, setup_for, dtype, log)
         steady = reference_steady_state(start, dtype)
-        self.parts = []  # (target indices, jitted value-and-grad, trial name, loss function)
-        for name, trial in ts.trials.items():
-            idx = [i for i, t in enumerate(ts.targets) if t.trial == name and t.weight > 0]
-            if idx and name in fitted:
-                values = trial_function(trial, [ts.targets[i] for i in idx],
-                                        self.screened[name], setups.get(name), steady, dtype)
-                loss = self._loss(values)
-                self.parts.append((np.asarray(idx), jax.jit(jax.value_and_grad(
-                    loss, has_aux=True)), name, loss))
         self.observed = np.array([t.observed for t in ts.targets])
         self.tolerance = np.array([ts.tolerance(t) for t in ts.targets])
         self.log_scale = np.array([t.measure == "hazard_ratio" for t in ts.targets])
         self.weight = np.array([t.weight for t in ts.targets])  # per target, on r^2
+        self.parts = []  # Part per fitted trial
+        shared = []  # trials without fracture targets: one program (trial_program.py)
+        for name, trial in ts.trials.items():
+            idx = [i for i, t in enumerate(ts.targets) if t.trial == name and t.weight > 0]
+            if not (idx and name in fitted):
+                continue
+            targets = [ts.targets[i] for i in idx]
+            if any(t.fracture for t in targets):
+                values = trial_function(trial, targets, self.screened[name], setups.get(name),
+                                        steady, dtype)
+                loss = self._loss(lambda model, values=values: values(model))
+                self.parts.append(Part(np.asarray(idx), jax.jit(jax.value_and_grad(
+                    loss, has_aux=True)), name, loss))
+            else:
+                shared.append((name, idx, targets))
+        self._add_shared(shared, steady, dtype)
+        self.parts.sort(key=lambda part: part.idx[0])  # file order
+
+    def _add_shared(self, shared, steady, dtype):
+        """One value-and-grad program for the trials of ``shared`` ((name, target indices,
+        targets)), each padded to its group's shapes (trial_program.py)."""
+        if not shared:
+            return
+        table = regimen_table(self.ts.trials.values())
+        solvers = {self.ts.trials[name].study.grid.solver for name, *_ in shared}
+        if len(solvers) > 1:
+            raise ValueError(f"the trials use different solvers ({sorted(solvers)})")
+        datas = [trial_data(self.ts.trials[name], targets, self.screened[name], table)
+                 for name, _, targets in shared]
+        datas = [jax.tree.map(lambda v: jnp.asarray(v, dtype) if np.issubdtype(
+            np.asarray(v).dtype, np.floating) else jnp.asarray(v), d) for d in datas]
+        solver = solvers.pop()
+        loss = self._loss(lambda model, data: bmd_values(cast_tree(model, dtype), steady, table,
+                                                         solver, data))
+        vg = jax.jit(jax.value_and_grad(loss, has_aux=True))
+        for group in shape_groups(datas):
+            for i in group:
+                name, idx, _ = shared[i]
+                data = padded(datas[i], [datas[j] for j in group], len(table))
+                self.parts.append(Part(np.asarray(idx), vg, name, loss, (data,),
+                                       len(data.reads.arm)))
 
     def _loss(self, values):
-        """A trial's part of L: (sum of w r^2, simulated values of its targets)."""
-        def loss(theta, observed, tolerance, log_scale, weight):
-            sim = values(from_theta(self.start, self.frees, theta))
+        """A part's piece of L: ``loss(theta, *extra, observed, tolerance, log_scale,
+        weight) -> (sum of w r^2, simulated values of its targets)``, ``values(model,
+        *extra)`` the simulated statistics."""
+        def loss(theta, *args):
+            *extra, observed, tolerance, log_scale, weight = args
+            sim = values(from_theta(self.start, self.frees, theta), *extra)
             r = misfit(sim, observed, tolerance, log_scale, jnp)
             return jnp.sum(weight * r ** 2), sim
 
         return loss
 
-    def arguments(self, idx):
-        """The per-target arrays a part's loss takes after theta (``idx``: its targets)."""
-        return (self.observed[idx], self.tolerance[idx], self.log_scale[idx], self.weight[idx])
+    def arguments(self, part: "Part"):
+        """The arguments a part's loss takes after theta: its data, then its targets' arrays
+        (padded to the part's target count: weight 0)."""
+        idx, n = part.idx, part.size or len(part.idx)
+        pad = n - len(idx)
+        return part.extra + (np.pad(self.observed[idx], (0, pad)),
+                             np.pad(self.tolerance[idx], (0, pad), constant_values=1.0),
+                             np.pad(self.log_scale[idx], (0, pad)),
+                             np.pad(self.weight[idx], (0, pad)))
 
     def retarget(self, observed):
         """The same objective (same population, compiled functions) for other observed
@@ -112,10 +171,10 @@ class Objective:
         theta = jnp.asarray(theta, jnp.float64)
         total, grad = self.prior(theta) if with_prior else (0.0, jnp.zeros_like(theta))
         sim = np.zeros(len(self.ts.targets))
-        for idx, part, *_ in self.parts:
-            (loss, values), g = part(theta, *self.arguments(idx))
+        for part in self.parts:
+            (loss, values), g = part.vg(theta, *self.arguments(part))
             total, grad = total + loss, grad + g
-            sim[idx] = np.asarray(values, np.float64)
+            sim[part.idx] = np.asarray(values, np.float64)[:len(part.idx)]
         return float(total), np.asarray(grad, np.float64), sim
 
     def fitted(self) -> np.ndarray:

@@ -132,12 +132,14 @@ def _exact(objective, theta):
     hess, jac = np.zeros((p, p)), np.zeros((len(objective.ts.targets), p))
     sim = np.zeros(len(objective.ts.targets))
     cache = objective.__dict__.setdefault("_curvature", {})
-    for idx, _, name, loss in objective.parts:
-        if name not in cache:
-            cache[name] = _curvature_fn(loss)
-        (h, j), s = cache[name](jnp.asarray(theta), *objective.arguments(idx))
+    for part in objective.parts:
+        if id(part.loss) not in cache:  # trials that share a program share its curvature
+            cache[id(part.loss)] = _curvature_fn(part.loss)
+        (h, j), s = cache[id(part.loss)](jnp.asarray(theta), *objective.arguments(part))
+        n = len(part.idx)
         hess += np.asarray(h, np.float64)
-        jac[idx], sim[idx] = np.asarray(j, np.float64), np.asarray(s, np.float64)
+        jac[part.idx] = np.asarray(j, np.float64)[:n]
+        sim[part.idx] = np.asarray(s, np.float64)[:n]
     return hess, jac, sim
 
 
@@ -146,17 +148,21 @@ def _differences(objective, theta, step):
     simulated targets: 2p calls of calibrate's compiled programs, no new compilation.
     Returns the Hessian of each trial's part as well ({trial: Hessian})."""
     p, n = theta.shape[0], len(objective.ts.targets)
-    parts = {name: np.zeros((p, p)) for _, _, name, _ in objective.parts}
+    parts = {part.name: np.zeros((p, p)) for part in objective.parts}
     jac, sim = np.zeros((n, p)), np.zeros(n)
+
+    def evaluate(part, at):
+        (_, s), g = part.vg(jnp.asarray(at), *objective.arguments(part))
+        return np.asarray(s, np.float64)[:len(part.idx)], np.asarray(g, np.float64)
+
     for i, e in enumerate(np.eye(p) * step):
-        for idx, vg, name, _ in objective.parts:
-            args = objective.arguments(idx)
-            (_, s_hi), g_hi = vg(jnp.asarray(theta + e), *args)
-            (_, s_lo), g_lo = vg(jnp.asarray(theta - e), *args)
-            parts[name][:, i] = np.asarray(g_hi - g_lo, np.float64) / (2 * step)
-            jac[idx, i] = np.asarray(s_hi - s_lo, np.float64) / (2 * step)
-    for idx, vg, _, _ in objective.parts:
-        sim[idx] = np.asarray(vg(jnp.asarray(theta), *objective.arguments(idx))[0][1])
+        for part in objective.parts:
+            s_hi, g_hi = evaluate(part, theta + e)
+            s_lo, g_lo = evaluate(part, theta - e)
+            parts[part.name][:, i] = (g_hi - g_lo) / (2 * step)
+            jac[part.idx, i] = (s_hi - s_lo) / (2 * step)
+    for part in objective.parts:
+        sim[part.idx] = evaluate(part, theta)[0]
     return sum(parts.values()), jac, sim, parts
 
 
@@ -270,9 +276,9 @@ def fold_precisions(objective, theta, trials) -> tuple:
     out = {}
     for trial in trials:
         w = objective.weight.copy()
-        for idx, _, name, _ in objective.parts:
-            if name == trial:
-                w[idx] = 0.0
+        for part in objective.parts:
+            if part.name == trial:
+                w[part.idx] = 0.0
         out[trial] = _precision(objective, hess - parts.get(trial, 0.0), jac_r, w)
     return out, jac_r, sim
 

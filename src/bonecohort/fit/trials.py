@@ -30,6 +30,7 @@ screening; a fit holds them fixed while the constants move.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,7 @@ class TrialResult:
     hazards: tuple  # (first-fracture hazards (n, arms, years, kinds), death (n, arms, years));
     # () without fracture targets
     screened: int
+    patients: object = None  # population.Patient of host arrays (n,)
 
 
 def with_month_zero(bmd_rel, xp=np):
@@ -84,7 +86,7 @@ def _screen(trial: Trial, model, setup, dtype):
     p = res.patients
     return TrialResult(ids, p.age_entry, np.minimum(p.fmp_age, p.surgery_age),
                        with_month_zero(res.life.bmd_rel),
-                       fracture_hazards(res.outcomes) if setup else (), chunks[-1].screened)
+                       fracture_hazards(res.outcomes) if setup else (), chunks[-1].screened, p)
 
 
 def window_months(target: Target, res: TrialResult, months: int):
@@ -134,25 +136,51 @@ def fracture_value(target: Target, arms: list, res: TrialResult, xp=np):
     return 100.0 * events / at_risk
 
 
+class BmdRead(NamedTuple):
+    """How a BMD target reads the trial's month-end BMD (arrays, so that one compiled
+    program reads any trial: fit/trial_program.py)."""
+
+    arm: np.ndarray  # () int, the arm read
+    site: np.ndarray  # () int, the model site (``model.params.SITE_NAMES``)
+    comparator: np.ndarray  # () int, the arm subtracted where ``compare`` is 1
+    compare: np.ndarray  # () 1.0 for a difference vs the comparator, else 0.0
+    per: np.ndarray  # () divisor: the window's years for an annualized change, else 1
+    start: np.ndarray  # (n,) int, each patient's window start (months after entry)
+    end: np.ndarray  # (n,) int
+
+
+def bmd_read(target: Target, arms: list, res: TrialResult) -> BmdRead:
+    """The ``BmdRead`` of a BMD target on the trial's patients (``window_months``)."""
+    start, end = window_months(target, res, res.bv.shape[-1] - 1)
+    difference = target.measure == "pct_change_difference_vs_comparator"
+    return BmdRead(np.asarray(arms.index(target.arm)),
+                   np.asarray(SITE_NAMES.index(target.model_site)),
+                   np.asarray(arms.index(target.comparator) if difference else 0),
+                   np.asarray(1.0 if difference else 0.0),
+                   np.asarray(target.window.years if target.measure == "annualized_pct_change"
+                              else 1.0), start, end)
+
+
+def bmd_statistic(bv, read: BmdRead, weight=None, xp=np):
+    """Mean per-patient % change of BMD over each patient's window (module docstring), minus
+    the comparator's where asked, per year where asked. ``bv``: (n, arms, sites, months + 1);
+    ``weight`` (n,): patients' weights (None: all 1)."""
+    rows = xp.arange(bv.shape[0])
+    w = xp.ones(bv.shape[0], bv.dtype) if weight is None else weight
+
+    def change(arm):
+        b = bv[rows, arm, read.site]
+        return xp.sum(w * 100.0 * (b[rows, read.end] / b[rows, read.start] - 1.0)) / xp.sum(w)
+
+    return (change(read.arm) - read.compare * change(read.comparator)) / read.per
+
+
 def target_value(target: Target, trial: Trial, res: TrialResult, xp=np):
     """The simulated statistic of ``target`` (same units as its observed value)."""
     arms = [a.name for a in trial.study.arms]
     if target.fracture:
         return fracture_value(target, arms, res, xp)
-    site = SITE_NAMES.index(target.model_site)
-    start, end = window_months(target, res, res.bv.shape[-1] - 1)
-    rows = np.arange(len(res.ids))
-
-    def change(arm):
-        bv = res.bv[:, arms.index(arm), site]
-        return xp.mean(100.0 * (bv[rows, end] / bv[rows, start] - 1.0))
-
-    value = change(target.arm)
-    if target.measure == "pct_change_difference_vs_comparator":
-        value = value - change(target.comparator)
-    if target.measure == "annualized_pct_change":
-        value = value / target.window.years
-    return value
+    return bmd_statistic(res.bv, bmd_read(target, arms, res), None, xp)
 
 
 def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype):

@@ -153,8 +153,19 @@ class FullModel:
         model, steady, d = self._setup("float64")
         patient = sample_patient(self.seed, pid, self.spec, d)
         inputs, _ = self.monthly(patient, model)
-        f = jax.jit(self._term(patient, model, steady))
-        jac = jax.jit(jax.jacfwd(self._term(patient, model, steady), argnums=1))
+        if not hasattr(self, "_radau_fns"):  # compiled once, the patient an argument
+            def field(t, z, u, p):
+                return self._term(p, model, steady)(t, z, u)
+
+            self._radau_fns = jax.jit(field), jax.jit(jax.jacfwd(field, argnums=1))
+        f_p, jac_p = self._radau_fns
+
+        def f(t, z, u):
+            return f_p(t, z, u, patient)
+
+        def jac(t, z, u):
+            return jac_p(t, z, u, patient)
+
         fields = np.stack([np.asarray(v) for v in jax.tree.leaves(inputs)], axis=-1)
         g = self.grid
         year_ends = (g.prefix_years + np.arange(1, g.horizon_years + 1)) * DAYS_PER_YEAR

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from bonecohort.exposure.endogenous import StepInputs, hormones_at, no_treatment
-from bonecohort.exposure.protocol import step_inputs, surgery_switch, switch_ages
+from bonecohort.exposure.protocol import (combined_inputs, exposure_rows, ovary_fraction,
+                                          regimens_taken, step_inputs, surgery_switch,
+                                          switch_ages)
 from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
 from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
@@ -164,16 +166,26 @@ def simulate_patient(patient: Patient, model: ModelParams, steady, arms: tuple, 
     """Simulate both sites of one patient through the natural history and every arm.
 
     ``steady``: Pivonka steady state (OBp*, OBa*, OCa*) in pM, shape (3,). Time runs in days
-    from peak bone mass (``life_start``); fixed steps (``_fixed_steps``) or, with
+    from peak bone mass (``life_start``); fixed steps (``fixed_plan``) or, with
     ``grid.rtol > 0``, error-controlled ones (``_controlled_steps``).
     Returns a ``LifeCourse`` (its fields document shapes and units).
     """
+    if grid.rtol > 0:
+        return life_course(patient, model, steady, patient.age_entry - grid.prefix_years,
+                           lambda ode, y0: _controlled_steps(patient, model, arms, grid, ode,
+                                                             y0))
+    return simulate_plan(patient, model, steady, fixed_plan(patient, arms, grid),
+                         arm_exposures(arms, model.agents), grid.solver)
+
+
+def life_course(patient: Patient, model: ModelParams, steady, life_start, solve):
+    """The ``LifeCourse`` of ``patient`` from peak bone mass at age ``life_start``;
+    ``solve(ode, y0)`` integrates it and returns the state at entry and the read-outs (arms,
+    read-outs, sites, 2)."""
     dtype = patient.age_entry.dtype
-    life_start = patient.age_entry - grid.prefix_years
     ode = site_ode(patient, model, steady, life_start, life_start)
     y0 = steady_state_vector(dtype, (model.sites.turnover.shape[0],))
-    solve = _controlled_steps if grid.rtol > 0 else _fixed_steps
-    y_entry, reads = solve(patient, model, arms, grid, ode, y0)
+    y_entry, reads = solve(ode, y0)
     yearly = jnp.moveaxis(reads, 1, 2)  # (arms, sites, read-outs, (bmd, oca))
     at_entry = hormones_at(patient.age_entry, patient, no_treatment(dtype), model.endocrine,
                            model.hormones)
@@ -187,33 +199,76 @@ def _stacked(trees):
     return jax.tree.map(lambda *v: jnp.stack(v), *trees)
 
 
-def _fixed_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
+class FixedPlan(NamedTuple):
+    """One patient's fixed steps and the share of each regimen taken in them: data that does
+    not depend on the model's constants (the fit stacks a trial's plans and passes them to
+    one compiled program). Times are days from peak bone mass (``life_start``, an age)."""
+
+    life_start: jnp.ndarray  # ()
+    pre_t: jnp.ndarray  # (Kp,) start of each natural-history step
+    pre_h: jnp.ndarray  # (Kp,) its length (0: a padding step, skipped)
+    pre_ovary: jnp.ndarray  # (Kp,) ``protocol.ovary_fraction``
+    t: jnp.ndarray  # (arms, K) the same after entry, per arm
+    h: jnp.ndarray  # (arms, K)
+    ovary: jnp.ndarray  # (arms, K)
+    taken: jnp.ndarray  # (arms, K, regimens) ``protocol.regimens_taken``
+    out_steps: jnp.ndarray  # (arms, read-outs) int: step after which each read-out is taken
+
+
+def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
     """``steps_per_year`` equal steps after entry and ``prefix_steps_per_year`` before, with
-    the switches as extra edges where the grid is coarser than a month (``step_grid``).
-    Returns the state at entry and the read-outs (arms, read-outs, sites, 2)."""
+    the switches as extra edges where the grid is coarser than a month (``step_grid``);
+    regimens padded to the arm with most (taking none)."""
     spy, spy_prefix = grid.steps_per_year, grid.prefix_steps_per_year or grid.steps_per_year
-    sites = patient_sites(patient, model.sites)
     life_start = patient.age_entry - grid.prefix_years
-
-    def run(grid_: StepGrid, inputs: StepInputs, y_start, out_steps=None):
-        return integrate_steps(ode.rates, ode.drive, y_start, sites, grid_.days[:-1],
-                               jnp.diff(grid_.days), inputs, METHODS[grid.solver], out_steps,
-                               _readout)
-
     # a switch falls on an edge anyway when every month edge is one (protocol.snap_months)
     pre = step_grid(life_start, grid.prefix_years, spy_prefix,
                     [surgery_switch(patient)] if spy_prefix % 12 else [])
-    y_entry, _ = run(pre, step_inputs(pre.ages[:-1], pre.ages[1:], patient, None), y0)
-    per_output = spy // grid.outputs_per_year
-    offset = jnp.asarray(grid.prefix_years * DAYS_PER_YEAR, y0.dtype)
+    offset = jnp.asarray(grid.prefix_years * DAYS_PER_YEAR, life_start.dtype)
     switches = _padded_switches(arms, patient) if spy % 12 else [[] for _ in arms]
     grids = [step_grid(patient.age_entry, grid.horizon_years, spy, sw) for sw in switches]
     grids = _stacked([g._replace(days=g.days + offset) for g in grids])
-    inputs = _stacked([step_inputs(grids.ages[j, :-1], grids.ages[j, 1:], patient, arm,
-                                   model.agents) for j, arm in enumerate(arms)])
-    out_steps = grids.uniform_at[:, per_output::per_output] - 1  # (arms, read-outs)
-    _, reads = jax.vmap(lambda g, u, o: run(g, u, y_entry, o))(grids, inputs, out_steps)
-    return y_entry, reads
+    most = max(len(arm.regimens) for arm in arms)
+    a, b = grids.ages[:, :-1], grids.ages[:, 1:]
+    taken = [regimens_taken(a[j], b[j], patient, arm) for j, arm in enumerate(arms)]
+    taken = jnp.stack([jnp.stack(tk + [jnp.zeros_like(a[j])] * (most - len(tk)), -1) if most
+                       else jnp.zeros(a[j].shape + (0,), a.dtype) for j, tk in enumerate(taken)])
+    per_output = spy // grid.outputs_per_year
+    return FixedPlan(life_start, pre.days[:-1], jnp.diff(pre.days),
+                     ovary_fraction(pre.ages[:-1], pre.ages[1:], patient), grids.days[:, :-1],
+                     jnp.diff(grids.days, axis=1), ovary_fraction(a, b, patient), taken,
+                     grids.uniform_at[:, per_output::per_output] - 1)
+
+
+def arm_exposures(arms: tuple, agents):
+    """``protocol.exposure_rows`` of each arm's regimens, padded like ``fixed_plan``'s taken
+    shares: (arms, regimens, 6)."""
+    most = max(len(arm.regimens) for arm in arms)
+    rows = [exposure_rows(arm.regimens, agents) for arm in arms]
+    return jnp.stack([jnp.concatenate([r, jnp.zeros((most - r.shape[0], r.shape[1]),
+                                                    r.dtype)]) for r in rows])
+
+
+def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposures,
+                  solver: str) -> LifeCourse:
+    """``life_course`` on the fixed steps of ``plan`` with the regimens' ``exposures`` (arms,
+    regimens, 6; ``arm_exposures``) and the Rosenbrock method ``solver``."""
+    sites = patient_sites(patient, model.sites)
+
+    def solve(ode, y0):
+        def run(t, h, inputs, y_start, out_steps=None):
+            return integrate_steps(ode.rates, ode.drive, y_start, sites, t, h, inputs,
+                                   METHODS[solver], out_steps, _readout)
+
+        untreated = combined_inputs(plan.pre_ovary, plan.pre_ovary[:, None][:, :0],
+                                    exposures[0, :0])
+        y_entry, _ = run(plan.pre_t, plan.pre_h, untreated, y0)
+        inputs = jax.vmap(combined_inputs)(plan.ovary, plan.taken, exposures)
+        _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(
+            plan.t, plan.h, inputs, plan.out_steps)
+        return y_entry, reads
+
+    return life_course(patient, model, steady, plan.life_start, solve)
 
 
 def _stops(first_age, life_start, ends, switches):

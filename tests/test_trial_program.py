@@ -1,0 +1,158 @@
+"""One compiled program for the BMD targets of many trials (fit/trial_program.py): padded to
+a group's shapes, it reads the same statistics as validate, and its gradient runs through the
+regimen table (the fitted agent constants)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonecohort.fit.calibrate import Objective, parse_free
+from bonecohort.fit.targets import parse_targets
+from bonecohort.fit.trial_program import shape_groups, trial_data, regimen_table
+from bonecohort.fit.trials import target_value
+from bonecohort.model.params import hand_set_model
+
+# Two trials of different shapes (horizon, arms, regimens, prefix) that share one group, and
+# a third much longer one that gets its own.
+TARGETS = """
+[target_set]
+name = "shared"
+
+[[trials]]
+name = "short"
+horizon_years = 2
+patients = 6
+  [trials.population]
+  sex = "female"
+  age_min = 52
+  age_max = 54
+  uterus_intact_fraction = 0
+  [trials.eligibility]
+  years_since_menopause_min = 0.0
+  years_since_menopause_max = 3.0
+  [[trials.arms]]
+  name = "placebo"
+  [[trials.arms]]
+  name = "estradiol"
+    [[trials.arms.regimens]]
+    agent = "estradiol"
+    route = "transdermal"
+    dose = 50
+    dose_unit = "ug/day"
+    duration_years = 1
+
+[[trials]]
+name = "mid"
+horizon_years = 3
+patients = 4
+  [trials.population]
+  sex = "female"
+  age_min = 60
+  age_max = 66
+  [[trials.arms]]
+  name = "raloxifene"
+    [[trials.arms.regimens]]
+    agent = "raloxifene"
+    dose = 60
+    dose_unit = "mg/day"
+
+[[trials]]
+name = "long"
+horizon_years = 14
+patients = 3
+  [trials.population]
+  sex = "female"
+  age_min = 45
+  age_max = 47
+  [trials.eligibility]
+  years_since_menopause_max = -1.0
+  [[trials.arms]]
+  name = "none"
+
+[[targets]]
+id = "GAIN"
+trial = "short"
+arm = "estradiol"
+comparator = "placebo"
+site = "lumbar_spine"
+window = { from = "entry", start_years = 0.0, end_years = 1.0 }
+measure = "pct_change_difference_vs_comparator"
+observed = 3.0
+source = "test"
+
+[[targets]]
+id = "OFF"
+trial = "short"
+arm = "estradiol"
+site = "femoral_neck"
+window = { from = "entry", start_years = 1.0, end_years = 2.0 }
+measure = "annualized_pct_change"
+observed = -1.5
+source = "test"
+
+[[targets]]
+id = "RLX"
+trial = "mid"
+arm = "raloxifene"
+site = "lumbar_spine"
+window = { from = "entry", start_years = 0.0, end_years = 3.0 }
+measure = "pct_change_within_arm"
+observed = 2.0
+source = "test"
+
+[[targets]]
+id = "TRANSITION"
+trial = "long"
+arm = "none"
+site = "lumbar_spine"
+window = { from = "fmp", start_years = -1.0, end_years = 3.0 }
+measure = "pct_change_within_arm"
+observed = -8.0
+source = "test"
+"""
+
+FREE = "agents.exposure.estradiol.transdermal,agents.efficacy.raloxifene,sites.turnover.lumbar_spine"
+
+
+@pytest.fixture(scope="module")
+def objective():
+    ts = parse_targets(TARGETS, "shared.toml")
+    model = hand_set_model()
+    return Objective(ts, model, parse_free(FREE, model), jnp.float64, prior_sd=None)
+
+
+def test_trials_share_a_program_padded_to_their_group(objective):
+    assert [p.name for p in objective.parts] == ["short", "mid", "long"]
+    assert len({id(p.vg) for p in objective.parts}) == 1  # one function for every trial
+    shapes = [{k: np.shape(v) for k, v in p.extra[0].plans._asdict().items()}
+              for p in objective.parts]
+    assert shapes[0] == shapes[1] != shapes[2]  # "long" has its own shapes
+
+
+def test_padded_program_reads_what_validate_reads(objective):
+    """At the screening constants, the shared program's statistics equal those computed from
+    the screening run itself (the path `validate` takes, unpadded, arms static)."""
+    _, _, sim = objective(objective.theta0)
+    ts = objective.ts
+    expected = [target_value(t, ts.trials[t.trial], objective.screened[t.trial])
+                for t in ts.targets]
+    np.testing.assert_allclose(sim, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_gradient_through_the_regimen_table_matches_finite_differences(objective):
+    theta = np.asarray(objective.theta0) + np.array([0.2, -0.3, 0.1])
+    loss, grad, _ = objective(theta)
+    h = 1e-5
+    fd = np.array([(objective(theta + h * e)[0] - objective(theta - h * e)[0]) / (2 * h)
+                   for e in np.eye(theta.size)])
+    assert np.all(np.abs(grad) > 0)
+    np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-7 * np.abs(fd).max())
+
+
+def test_groups_keep_much_longer_trials_apart(objective):
+    ts = objective.ts
+    table = regimen_table(ts.trials.values())
+    assert [r.agent for r in table] == ["estradiol", "raloxifene"]
+    datas = [trial_data(ts.trials[n], [t for t in ts.targets if t.trial == n],
+                        objective.screened[n], table) for n in ("short", "mid", "long")]
+    assert sorted(map(sorted, shape_groups(datas))) == [[0, 1], [2]]
