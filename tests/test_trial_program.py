@@ -154,5 +154,5 @@ def test_groups_keep_much_longer_trials_apart(objective):
     table = regimen_table(ts.trials.values())
     assert [r.agent for r in table] == ["estradiol", "raloxifene"]
     datas = [trial_data(ts.trials[n], [t for t in ts.targets if t.trial == n],
-                        objective.screened[n], table) for n in ("short", "mid", "long")]
+                        objective.screened[n], table, jnp.float64) for n in ("short", "mid", "long")]
     assert sorted(map(sorted, shape_groups(datas))) == [[0, 1], [2]]

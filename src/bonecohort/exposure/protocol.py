@@ -126,13 +126,17 @@ def dose_share(reg: Regimen, patient):
     return reg.adherence * (patient.uterus_intact if reg.uterus_only else 1.0)
 
 
-def regimens_taken(a, b, patient, arm: Arm | None) -> list:
-    """Share of each regimen of ``arm`` taken over steps [a, b) (one array like ``a`` per
-    regimen: the part of the step inside its window times ``dose_share``)."""
-    if arm is None:
-        return []
-    return [window_fraction(a, b, start, stop) * dose_share(reg, patient)
-            for reg, (start, stop) in zip(arm.regimens, regimen_windows(arm, patient))]
+def regimens_taken(a, b, patient, arm: Arm | None, slots: int | None = None):
+    """Share of each regimen of ``arm`` taken over steps [a, b): (..., slots) with ``a``'s
+    shape in front, the part of the step inside the regimen's window times ``dose_share``;
+    ``slots`` (default: the arm's regimens) pads with regimens taken by nobody."""
+    regimens = arm.regimens if arm is not None else ()
+    windows = regimen_windows(arm, patient) if regimens else []
+    shares = [window_fraction(a, b, start, stop) * dose_share(reg, patient)
+              for reg, (start, stop) in zip(regimens, windows)]
+    slots = len(regimens) if slots is None else slots
+    shares += [jnp.zeros_like(a)] * (slots - len(shares))
+    return jnp.stack(shares, -1) if shares else jnp.zeros(a.shape + (0,), a.dtype)
 
 
 def ovary_fraction(a, b, patient):
@@ -140,30 +144,31 @@ def ovary_fraction(a, b, patient):
     return window_fraction(a, b, jnp.full_like(a, -jnp.inf), surgery_switch(patient))
 
 
-def exposure_rows(regimens, agents: AgentParams | None):
-    """``regimen_exposure`` of each regimen as a row of ``EXPOSURES`` values, (regimens, 6)
-    (JAX: the fitted agent constants may be traced)."""
+def exposure_rows(regimens, agents: AgentParams | None, slots: int | None = None):
+    """``regimen_exposure`` of each regimen as a row of ``EXPOSURES`` values, (slots, 6),
+    zero rows padding to ``slots`` (default: the regimens); JAX, as the fitted agent constants
+    may be traced."""
     rows = [jnp.stack([jnp.asarray(regimen_exposure(reg, agents).get(k, 0.0))
                        for k in EXPOSURES]) for reg in regimens]
+    slots = len(regimens) if slots is None else slots
+    rows += [jnp.zeros(len(EXPOSURES))] * (slots - len(rows))
     return jnp.stack(rows) if rows else jnp.zeros((0, len(EXPOSURES)))
 
 
-def combined_inputs(ovary, taken, exposure) -> StepInputs:
+def combined_inputs(ovary, taken=None, exposure=None) -> StepInputs:
     """Step inputs from the ovarian share ``ovary`` (...), the regimens' taken shares
     ``taken`` (..., regimens) and their ``exposure_rows`` (regimens, 6), summed in regimen
-    order."""
+    order (None: untreated)."""
     total = [jnp.zeros_like(ovary) for _ in EXPOSURES]
-    exposure = exposure.astype(ovary.dtype)
-    for j in range(taken.shape[-1]):
-        total = [t + taken[..., j] * exposure[j, i] for i, t in enumerate(total)]
+    if taken is not None:
+        exposure = exposure.astype(ovary.dtype)
+        for j in range(taken.shape[-1]):
+            total = [t + taken[..., j] * exposure[j, i] for i, t in enumerate(total)]
     return StepInputs(ovary=ovary, **dict(zip(EXPOSURES, total)))
 
 
 def step_inputs(a, b, patient, arm: Arm | None, agents: AgentParams | None = None) -> StepInputs:
     """Exposures over steps [a, b) (arrays of equal shape) under ``arm`` (None: untreated),
     with the fitted agent constants ``agents`` (``model.params.AgentParams``)."""
-    regimens = arm.regimens if arm is not None else ()
-    taken = regimens_taken(a, b, patient, arm)
-    return combined_inputs(ovary_fraction(a, b, patient),
-                           jnp.stack(taken, -1) if taken else jnp.zeros(a.shape + (0,), a.dtype),
-                           exposure_rows(regimens, agents))
+    return combined_inputs(ovary_fraction(a, b, patient), regimens_taken(a, b, patient, arm),
+                           exposure_rows(arm.regimens if arm is not None else (), agents))

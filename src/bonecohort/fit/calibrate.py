@@ -111,10 +111,8 @@ class Objective:
         solvers = {self.ts.trials[name].study.grid.solver for name, *_ in shared}
         if len(solvers) > 1:
             raise ValueError(f"the trials use different solvers ({sorted(solvers)})")
-        datas = [trial_data(self.ts.trials[name], targets, self.screened[name], table)
+        datas = [trial_data(self.ts.trials[name], targets, self.screened[name], table, dtype)
                  for name, _, targets in shared]
-        datas = [jax.tree.map(lambda v: jnp.asarray(v, dtype) if np.issubdtype(
-            np.asarray(v).dtype, np.floating) else jnp.asarray(v), d) for d in datas]
         solver = solvers.pop()
         loss = self._loss(lambda model, data: bmd_values(cast_tree(model, dtype), steady, table,
                                                          solver, data))

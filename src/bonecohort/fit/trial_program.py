@@ -51,9 +51,9 @@ def regimen_table(trials) -> tuple:
     return tuple(seen)
 
 
-def trial_data(trial, targets, res, table: tuple) -> TrialData:
+def trial_data(trial, targets, res, table: tuple, dtype) -> TrialData:
     """The data of ``trial``'s screened patients ``res`` (``trials.TrialResult``) and its
-    BMD ``targets``; ``table``: ``regimen_table`` of the targets file."""
+    BMD ``targets`` (floats in ``dtype``); ``table``: ``regimen_table`` of the targets file."""
     study = trial.study
     grid = study.grid._replace(outputs_per_year=MONTHS, rtol=0.0)
     plans = jax.jit(jax.vmap(lambda p: fixed_plan(p, study.arms, grid)))(res.patients)
@@ -63,8 +63,10 @@ def trial_data(trial, targets, res, table: tuple) -> TrialData:
                      dtype=np.int32).reshape(len(study.arms), most)
     arms = [a.name for a in study.arms]
     reads = [bmd_read(t, arms, res) for t in targets]
-    return TrialData(res.patients, jax.device_get(plans), slots, np.ones(len(res.ids)),
+    data = TrialData(res.patients, jax.device_get(plans), slots, np.ones(len(res.ids)),
                      jax.tree.map(lambda *v: np.stack(v), *reads))
+    return jax.tree.map(lambda v: np.asarray(v, dtype) if np.issubdtype(
+        np.asarray(v).dtype, np.floating) else np.asarray(v), data)
 
 
 def follow_up_steps(data: TrialData) -> int:
@@ -125,9 +127,7 @@ def padded(data: TrialData, like: list, table_size: int) -> TrialData:
 def bmd_values(model, steady, table: tuple, solver: str, data: TrialData):
     """Simulated statistics (T,) of the BMD targets of ``data`` under ``model`` (constants
     in the data's dtype); padded targets read 0."""
-    rows = exposure_rows(table, model.agents)
-    rows = jnp.concatenate([rows, jnp.zeros((1, rows.shape[1]), rows.dtype)])
-    exposures = rows[data.slots]
+    exposures = exposure_rows(table, model.agents, len(table) + 1)[data.slots]  # last: none
     lives = jax.vmap(lambda p, plan: simulate_plan(p, model, steady, plan, exposures, solver))(
         data.patients, data.plans)
     bv = with_month_zero(lives.bmd_rel, jnp)

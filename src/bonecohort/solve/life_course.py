@@ -230,9 +230,8 @@ def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
     grids = _stacked([g._replace(days=g.days + offset) for g in grids])
     most = max(len(arm.regimens) for arm in arms)
     a, b = grids.ages[:, :-1], grids.ages[:, 1:]
-    taken = [regimens_taken(a[j], b[j], patient, arm) for j, arm in enumerate(arms)]
-    taken = jnp.stack([jnp.stack(tk + [jnp.zeros_like(a[j])] * (most - len(tk)), -1) if most
-                       else jnp.zeros(a[j].shape + (0,), a.dtype) for j, tk in enumerate(taken)])
+    taken = jnp.stack([regimens_taken(a[j], b[j], patient, arm, most)
+                       for j, arm in enumerate(arms)])
     per_output = spy // grid.outputs_per_year
     return FixedPlan(life_start, pre.days[:-1], jnp.diff(pre.days),
                      ovary_fraction(pre.ages[:-1], pre.ages[1:], patient), grids.days[:, :-1],
@@ -244,9 +243,7 @@ def arm_exposures(arms: tuple, agents):
     """``protocol.exposure_rows`` of each arm's regimens, padded like ``fixed_plan``'s taken
     shares: (arms, regimens, 6)."""
     most = max(len(arm.regimens) for arm in arms)
-    rows = [exposure_rows(arm.regimens, agents) for arm in arms]
-    return jnp.stack([jnp.concatenate([r, jnp.zeros((most - r.shape[0], r.shape[1]),
-                                                    r.dtype)]) for r in rows])
+    return jnp.stack([exposure_rows(arm.regimens, agents, most) for arm in arms])
 
 
 def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposures,
@@ -260,9 +257,7 @@ def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposure
             return integrate_steps(ode.rates, ode.drive, y_start, sites, t, h, inputs,
                                    METHODS[solver], out_steps, _readout)
 
-        untreated = combined_inputs(plan.pre_ovary, plan.pre_ovary[:, None][:, :0],
-                                    exposures[0, :0])
-        y_entry, _ = run(plan.pre_t, plan.pre_h, untreated, y0)
+        y_entry, _ = run(plan.pre_t, plan.pre_h, combined_inputs(plan.pre_ovary), y0)
         inputs = jax.vmap(combined_inputs)(plan.ovary, plan.taken, exposures)
         _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(
             plan.t, plan.h, inputs, plan.out_steps)
