@@ -47,6 +47,31 @@ def test_a_fold_never_sees_its_held_out_targets(objective):
     assert objective(theta)[0] != moved(theta)[0]
 
 
+def test_levenberg_marquardt_folds_reach_the_same_mode_warm_or_cold(objective):
+    """Folds taken to their mode do not depend on their start: a warm fold (from other
+    constants, its first Jacobian shared with the other folds) and a cold one (from the
+    starting constants) give the same constants and predictions; and moving the held-out
+    targets leaves the fold unchanged. Targets the model produced at other constants (plus
+    noise of a third of the tolerance), so that the fold's mode is unique: with targets the
+    model cannot meet, this two-constant trial has two local modes (L 13.6 and 19.9), and
+    a start can end in either."""
+    th0 = np.asarray(objective.theta0)
+    truth = th0 + np.array([0.25, -0.3])
+    noise = np.random.default_rng(5).standard_normal(len(objective.observed)) / 3
+    objective = objective.retarget(objective(truth, with_prior=False)[2]
+                                   + noise * objective.tolerance)
+    warm_start = th0 + np.array([0.5, -0.6])
+    warm = cross_validate(objective, warm_start, steps=30, trials=["copy"], optimizer="lm")
+    cold = cross_validate(objective, None, steps=30, trials=["copy"], optimizer="lm")
+    np.testing.assert_allclose(warm[0].theta, cold[0].theta, atol=2e-3)
+    np.testing.assert_allclose(warm[0].held_out, cold[0].held_out, atol=1e-2)
+    assert not np.allclose(warm[0].theta, warm_start, atol=1e-2)  # it moved to the mode
+    moved = objective.retarget(objective.observed + np.where(
+        [t.trial == "copy" for t in objective.ts.targets], 3.0, 0.0))
+    again = cross_validate(moved, warm_start, steps=30, trials=["copy"], optimizer="lm")
+    np.testing.assert_array_equal(warm[0].theta, again[0].theta)
+
+
 def test_held_out_values_are_the_simulation_at_the_fold_constants(objective):
     theta = np.asarray(objective.theta0)
     fold = cross_validate(objective, theta, steps=3, learning_rate=0.05,

@@ -199,18 +199,31 @@ class FitResult:
     fits_start: int
     fits: int
     steps: int
-    history: list  # (step, loss, fits) per step
+    history: list  # (step, loss, fits) per step (Levenberg-Marquardt: per accepted point,
+    # numbered by objective evaluations)
     seconds: float
+    optimizer: str = "adam"
+
+
+OPTIMIZERS = {
+    "adam": "optax.adam, cosine decay to 1 % of the learning rate",
+    "lm": "Levenberg-Marquardt (fit/least_squares.py), Jacobian by reverse mode per target",
+}
 
 
 @with_x64
 def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
-        log=lambda m: None, theta=None) -> FitResult:
+        log=lambda m: None, theta=None, optimizer: str = "adam") -> FitResult:
     """Adam on the unconstrained coordinates from the starting constants, its step size
     decaying from ``learning_rate`` to 1 % of it along a cosine over ``steps`` (so the last
     steps settle instead of oscillating at the step size); keeps the best iterate.
-    ``theta``: start elsewhere than at the objective's starting constants."""
+    ``theta``: start elsewhere than at the objective's starting constants. ``optimizer="lm"``:
+    Levenberg-Marquardt to the mode instead (``steps``: its most accepted steps; no learning
+    rate), ``fit_to_mode``."""
     import optax
+
+    if optimizer == "lm":
+        return fit_to_mode(objective, steps, log, theta)
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.01))
     theta = np.asarray(objective.theta0 if theta is None else theta, np.float64)
@@ -239,6 +252,41 @@ def fit(objective: Objective, steps: int = 150, learning_rate: float = 0.05,
                      history, time.perf_counter() - t0)
 
 
+@with_x64
+def fit_to_mode(objective: Objective, steps: int = 30, log=lambda m: None,
+                theta=None, at_start=None) -> FitResult:
+    """Levenberg-Marquardt (fit/least_squares.py) from the starting constants (or
+    ``theta``) to the mode of L: at most ``steps`` accepted steps, each evaluation one run of
+    the Jacobian programs (values and d sim / d theta of every fitted target). ``at_start``:
+    (sim, d sim / d theta) at the start, where already computed (of this objective's targets
+    or more)."""
+    from bonecohort.fit.least_squares import (levenberg_marquardt, simulate_with_jacobian,
+                                              stacked_residuals)
+
+    n = len(objective.fitted())
+
+    def evaluate(at):
+        sim, jac = simulate_with_jacobian(objective, at)
+        rho, jac_rho = stacked_residuals(objective, at, sim, jac)
+        return rho, jac_rho, objective.fits(sim)
+
+    def report(point, seconds):
+        evals, loss, fits = point
+        log(f"evaluation {evals:4d}  loss {loss:11.4f}  fits {fits}/{n}  {seconds:7.1f} s")
+
+    t0 = time.perf_counter()
+    start = np.asarray(objective.theta0 if theta is None else theta, np.float64)
+    first = None
+    if at_start is not None:
+        rho, jac_rho = stacked_residuals(objective, start, *at_start)
+        first = (rho, jac_rho, objective.fits(at_start[0]))
+    theta, loss, fits, history = levenberg_marquardt(evaluate, start, steps, log=report,
+                                                     first=first)
+    return FitResult(from_theta(objective.start, objective.frees, jnp.asarray(theta)),
+                     objective.frees, theta, history[0][1], loss, history[0][2], fits, steps,
+                     history, time.perf_counter() - t0, "lm")
+
+
 def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_rate: float,
                dtype, start: str = "the hand-set constants", init: str | None = None) -> dict:
     """What a parameter file records about how it was fitted."""
@@ -259,8 +307,9 @@ def provenance(ts: TargetSet, result: FitResult, objective: Objective, learning_
         "targets_fitting_before": result.fits_start, "targets_fitting_after": result.fits,
         "targets_total": len(ts.targets),
         "patients_per_trial": {k: t.study.patients for k, t in ts.trials.items()},
-        "optimizer": "optax.adam, cosine decay to 1 % of the learning rate",
-        "learning_rate": learning_rate, "steps": result.steps,
+        "optimizer": OPTIMIZERS[result.optimizer],
+        **({"learning_rate": learning_rate} if result.optimizer == "adam" else {}),
+        "steps": result.steps,
         "best_step": min(result.history, key=lambda h: h[1])[0],
         "dtype": jnp.dtype(dtype).name, "seconds": round(result.seconds, 1),
         "free": [f"{f.path} ({f.transform})" for f in result.frees],
@@ -280,4 +329,5 @@ def parse_free(names: str, model) -> tuple:
     return frees
 
 
-__all__ = ["Free", "FitResult", "Objective", "fit", "parse_free", "provenance"]
+__all__ = ["Free", "FitResult", "OPTIMIZERS", "Objective", "fit", "fit_to_mode", "parse_free",
+           "provenance"]

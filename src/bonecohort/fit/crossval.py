@@ -6,12 +6,14 @@ that never saw its trial. The in-sample value of the same target comes from the 
 trials. Both use the same virtual patients (each trial screened once with the starting
 constants, ``calibrate.Objective``), so in-sample and held-out differ only by what the fit saw.
 
-Each fold runs ``steps`` Adam steps on the objective without T, prior unchanged (centred on
-the hand-set constants), from one of two starts:
+Each fold runs ``steps`` Adam steps (or Levenberg-Marquardt to the fold's mode,
+``optimizer="lm"``) on the objective without T, prior unchanged (centred on the hand-set
+constants), from one of two starts:
 * cold (``start_theta=None``): the hand-set constants, exactly as the all-trials fit started,
   so nothing of T reaches the fold (the honest estimate; the README reports this one);
 * warm: the all-trials fit, cheaper, but a fold cut short by ``steps`` stays biased toward
-  the in-sample answer (the fold's loss history is kept to judge that).
+  the in-sample answer (the fold's loss history is kept to judge that). A fold taken to its
+  mode by Levenberg-Marquardt does not depend on its start where the mode is unique.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bonecohort.cohort import with_x64
-from bonecohort.fit.calibrate import Objective, fit
+from bonecohort.fit.calibrate import Objective, fit, fit_to_mode
 
 
 def without(objective: Objective, trials) -> Objective:
@@ -50,19 +52,39 @@ class Fold:
     theta: np.ndarray
 
 
+def simulated(objective: Objective, theta, optimizer: str = "adam") -> np.ndarray:
+    """Every target's simulated value at ``theta`` (0 for trials not in ``parts``), by the
+    programs the optimizer compiles (value-and-grad for adam, the Jacobian's for lm)."""
+    if optimizer == "lm":
+        from bonecohort.fit.least_squares import simulate_with_jacobian
+
+        return simulate_with_jacobian(objective, theta)[0]
+    return objective(theta, with_prior=False)[2]
+
+
 def cross_validate(objective: Objective, start_theta, steps: int = 40,
-                   learning_rate: float = 0.02, log=lambda m: None, trials=None) -> list:
+                   learning_rate: float = 0.02, log=lambda m: None, trials=None,
+                   optimizer: str = "adam") -> list:
     """One ``Fold`` per trial with fitted targets (or per name in ``trials``), each refitted
-    from ``start_theta`` (None: the objective's start, a cold fold)."""
+    from ``start_theta`` (None: the objective's start, a cold fold) by ``optimizer``
+    (calibrate.fit)."""
     folds = []
     names = [p[2] for p in objective.parts] if trials is None else list(trials)
+    shared = None  # warm Levenberg-Marquardt folds share their first Jacobian
+    if optimizer == "lm" and start_theta is not None:
+        from bonecohort.fit.least_squares import simulate_with_jacobian
+
+        shared = simulate_with_jacobian(objective, start_theta)
     for name in names:
         origin = "the hand-set constants" if start_theta is None else "the all-trials fit"
         log(f"fold '{name}': refit without it ({steps} steps from {origin})")
         sub = without(objective, [name])
-        result = fit(sub, steps, learning_rate, lambda m: log("  " + m), theta=start_theta)
-        held = only(objective, [name])
-        _, _, sim = held(result.theta, with_prior=False)
+        if shared is None:
+            result = fit(sub, steps, learning_rate, lambda m: log("  " + m), start_theta,
+                         optimizer)
+        else:
+            result = fit_to_mode(sub, steps, lambda m: log("  " + m), start_theta, shared)
+        sim = simulated(only(objective, [name]), result.theta, optimizer)
         idx = [i for p in objective.parts if p[2] == name for i in p[0]]
         folds.append(Fold(name, idx, sim[idx], result.loss_start, result.loss, steps,
                           np.asarray(result.theta)))
@@ -146,5 +168,5 @@ def fold_table(objective: Objective, in_sample: np.ndarray, folds: list,
     return rows
 
 
-__all__ = ["Fold", "cross_validate", "fold_table", "linear_predictive", "only", "predictive",
+__all__ = ["Fold", "cross_validate", "simulated", "fold_table", "linear_predictive", "only", "predictive",
            "without"]

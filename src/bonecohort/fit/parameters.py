@@ -85,13 +85,15 @@ DEFAULT_FREE = (
     *(Free(f"sites.{field}.{site}") for field in ("formation_lag", "secondary_rate",
                                                  "set_point_rate") for site in SITE_NAMES),
     # Agents' constants (exposure/agents.py gives the priors' centres): the estradiol-
-    # equivalent exposure of CEE (shared by CE/bazedoxifene) and the androgen exposure of the
-    # testosterone patch within their PK spread (log SD 0.35, a factor ~1.4: the
-    # between-study range of serum levels in the labels and trials cited there), the
+    # equivalent exposures of CEE (shared by CE/bazedoxifene) and transdermal estradiol and
+    # the androgen exposure of the testosterone patch within their PK spread (log SD 0.35, a
+    # factor ~1.4: the between-study range of serum levels in the labels and trials cited
+    # there), the
     # aromatase inhibition of anastrozole, and the bone efficacy of each SERM in a trial.
     Free("agents.exposure.conjugated_estrogens.oral", prior_sd=0.35),
     Free("agents.exposure.testosterone.patch", prior_sd=0.35),
     Free("agents.exposure.anastrozole.oral", prior_sd=0.35),
+    Free("agents.exposure.estradiol.transdermal", prior_sd=0.35),
     Free("agents.efficacy.raloxifene", "logit"), Free("agents.efficacy.bazedoxifene", "logit"),
     Free("agents.efficacy.tamoxifen", "logit"),
 )

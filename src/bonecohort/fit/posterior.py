@@ -176,8 +176,16 @@ def curvature(objective, theta, method: str = "differences"):
     targets not fitted are 0)) at ``theta``. ``method``: "differences" (default) or "exact"
     (forward over reverse: one more program per trial, whose compilation through the scan
     took 107 s for the 12-patient test trial against ~10 s for its gradient; on that trial
-    the two Hessians agree to 2e-4 of the largest entry)."""
+    the two Hessians agree to 2e-4 of the largest entry), or "gauss-newton": 2 J^T W J with J
+    from the Jacobian programs of ``calibrate --optimizer lm`` (least_squares.py; the
+    residuals' own curvature left out, as Levenberg-Marquardt does)."""
     theta = np.asarray(theta, np.float64)
+    if method == "gauss-newton":
+        from bonecohort.fit.least_squares import simulate_with_jacobian
+
+        sim, j_sim = simulate_with_jacobian(objective, theta)
+        jac_r = _residual_jacobian(objective, j_sim, sim)
+        return 2.0 * jac_r.T @ (objective.weight[:, None] * jac_r), jac_r
     if method == "exact":
         hess, j_sim, sim = _exact(objective, theta)
     else:
@@ -230,13 +238,14 @@ def laplace(objective, theta, method: str = "differences",
     Hessian as for ``curvature``."""
     theta = np.asarray(theta, np.float64)
     hess, jac_r = curvature(objective, theta, method)
-    a, method = _precision(objective, hess, jac_r, objective.weight)
-    if method == "gauss-newton":
+    a, used = _precision(objective, hess, jac_r, objective.weight)
+    if used == "gauss-newton" and method != "gauss-newton":
         log("the Hessian at the fit is not positive definite (the fit is not at a mode); "
             "using the Gauss-Newton approximation")
     cov = np.linalg.inv(a)
     return Posterior(tuple(objective.frees), theta, 0.5 * (cov + cov.T),
-                     np.asarray(objective.theta0, np.float64), prior_sd(objective), method)
+                     np.asarray(objective.theta0, np.float64), prior_sd(objective),
+                     "gauss-newton" if method == "gauss-newton" else used)
 
 
 Z90 = 1.6449  # two-sided 90 % normal quantile
@@ -300,30 +309,23 @@ def fold_posteriors(objective, theta, folds) -> dict:
 
 
 def find_mode(objective, theta, iters: int = 30, tol: float = 1e-7):
-    """The mode of the posterior from ``theta`` by Levenberg-Marquardt (Gauss-Newton steps
-    with J from ``curvature``, damped until L falls; Marquardt 1963, SIAM J Appl Math
-    11:431). Returns (theta, L). Adam (``calibrate.fit``) stops near, not at, the mode; this
-    is used by the synthetic checks, whose many small fits need exact modes."""
-    theta = np.asarray(theta, np.float64)
-    sd0 = prior_sd(objective)
-    prec = 1.0 / sd0 ** 2
-    w = objective.weight
-    loss, grad, _ = objective(theta)
-    damping = 1e-3
-    for _ in range(iters):
-        _, jac_r = curvature(objective, theta)
-        a = jac_r.T @ (w[:, None] * jac_r) + np.diag(prec)
-        while True:
-            step = -np.linalg.solve(a + damping * np.diag(np.diag(a)), 0.5 * grad)
-            new_loss, new_grad, _ = objective(theta + step)
-            if np.isfinite(new_loss) and new_loss <= loss:
-                break
-            damping *= 4.0
-            if damping > 1e8:
-                return theta, loss
-        theta, loss, grad, damping = theta + step, new_loss, new_grad, damping / 3.0
-        if np.max(np.abs(step)) < tol:
-            break
+    """The mode of the posterior from ``theta`` by Levenberg-Marquardt
+    (least_squares.levenberg_marquardt) with J by central differences of the compiled
+    programs (``curvature``; no new compilation). Returns (theta, L). Adam
+    (``calibrate.fit``) stops near, not at, the mode; this is used by the synthetic checks,
+    whose many small fits need exact modes."""
+    from bonecohort.fit.least_squares import levenberg_marquardt, stacked_residuals
+
+    def evaluate(at):
+        _, _, sim = objective(at)
+        rho, _ = stacked_residuals(objective, at, sim, np.zeros((len(sim), len(at))))
+
+        def jacobian():
+            _, j_sim, s, _ = _differences(objective, at, STEPS[objective.dtype_name])
+            return stacked_residuals(objective, at, s, j_sim)[1]
+        return rho, jacobian, None
+
+    theta, loss, _, _ = levenberg_marquardt(evaluate, theta, iters, tol, ftol=1e-12)
     return theta, loss
 
 

@@ -28,7 +28,10 @@ CROSSVAL_FILES = ("crossval.parquet", "crossval.csv")
 @click.option("--patients", type=int, default=128, show_default=True,
               help="Patients per trial (as in the fit).")
 @click.option("--steps", type=int, default=80, show_default=True,
-              help="Adam steps of each fold.")
+              help="Adam steps of each fold (with --optimizer lm: its most accepted steps).")
+@click.option("--optimizer", type=click.Choice(["adam", "lm"]), default="adam",
+              show_default=True, help="As in calibrate; lm takes each fold to its own mode, "
+              "so that cold and --warm folds agree.")
 @click.option("--warm", is_flag=True, help="Start each fold from the all-trials fit (cheaper, "
               "biased toward in-sample if cut short) instead of the hand-set constants.")
 @click.option("--learning-rate", type=float, default=0.05, show_default=True)
@@ -41,8 +44,8 @@ CROSSVAL_FILES = ("crossval.parquet", "crossval.csv")
               "all-trials fit's Laplace posterior) and held out (each fold's), from K draws "
               "of the constants (seed 0).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, prior_sd, trials,
-                  parameter_draws, force):
+def crossvalidate(targets, fitted, out, patients, steps, optimizer, warm, learning_rate,
+                  prior_sd, trials, parameter_draws, force):
     """Leave-one-trial-out cross-validation: for each trial of TARGETS, refit the constants
     without it (from the hand-set constants as the fit itself, or with --warm from the
     all-trials fit; prior centred on the hand-set constants) and predict its targets. Prints and writes one row per target with its in-sample and held-out
@@ -53,7 +56,7 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
     import jax.numpy as jnp
 
     from bonecohort.fit.calibrate import Objective
-    from bonecohort.fit.crossval import cross_validate, predictive
+    from bonecohort.fit.crossval import cross_validate, predictive, simulated
     from bonecohort.fit.parameters import DEFAULT_FREE, to_theta
     from bonecohort.fit.targets import load_targets
     from bonecohort.io import output_dir
@@ -76,9 +79,9 @@ def crossvalidate(targets, fitted, out, patients, steps, warm, learning_rate, pr
         theta = to_theta(_model_from(fitted), DEFAULT_FREE)
         objective = Objective(ts, hand_set_model(), DEFAULT_FREE, jnp.float32,
                               prior_sd or None, log)
-        in_sample = objective(theta, with_prior=False)[2]
+        in_sample = simulated(objective, theta, optimizer)
         folds = cross_validate(objective, theta if warm else None, steps, learning_rate, log,
-                               names)
+                               names, optimizer)
         intervals = None
         if parameter_draws:
             log("predictive intervals: curvature at the all-trials fit, "

@@ -159,7 +159,12 @@ def validate(targets, params, patients, seed, out, force, parameter_draws, quiet
               "sites.turnover.lumbar_spine (default: parameters.DEFAULT_FREE).")
 @click.option("--patients", type=int, default=128, show_default=True,
               help="Patients per trial (overrides the file).")
-@click.option("--steps", type=int, default=150, show_default=True, help="Adam steps.")
+@click.option("--steps", type=int, default=150, show_default=True,
+              help="Adam steps (with --optimizer lm: its most accepted steps).")
+@click.option("--optimizer", type=click.Choice(["adam", "lm"]), default="adam",
+              show_default=True, help="adam, or lm: Levenberg-Marquardt to the mode "
+              "(fit/least_squares.py; ~10-20 steps, each a run of one Jacobian program per "
+              "trial group).")
 @click.option("--learning-rate", type=float, default=0.05, show_default=True,
               help="Adam step size on the unconstrained (log / logit) coordinates.")
 @click.option("--prior-sd", type=float, default=1.0, show_default=True,
@@ -174,8 +179,8 @@ def validate(targets, params, patients, seed, out, force, parameter_draws, quiet
               help="Add the Laplace posterior at the fit ([posterior], `bonecohort posterior`): "
               "2 x (constants) more gradient evaluations, no new compilation.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT file.")
-def calibrate(targets, out, start, init, free, patients, steps, learning_rate, prior_sd,
-              dtype, holdout, posterior, force):
+def calibrate(targets, out, start, init, free, patients, steps, optimizer, learning_rate,
+              prior_sd, dtype, holdout, posterior, force):
     """Fit the uncertain constants to the TARGETS file by gradients through the virtual
     trials (jax.grad, optax Adam) on a fixed virtual population, print progress, and write the
     fitted constants with provenance (targets hash, loss before and after, optimizer, date,
@@ -213,17 +218,19 @@ def calibrate(targets, out, start, init, free, patients, steps, learning_rate, p
             objective = Objective(ts, model, frees, dt, prior_sd or None, log)
             held = _holdout(objective, holdout)
             theta = to_theta(_model_from(init), frees) if init else None
-            result = fit(without(objective, held), steps, learning_rate, log, theta)
+            result = fit(without(objective, held), steps, learning_rate, log, theta,
+                         optimizer)
     except FloatingPointError as exc:
         click.echo(f"error: calibration failed: {exc}", err=True)
         sys.exit(1)
     prov = provenance(ts, result, objective, learning_rate, dt,
                       str(start) if start else "the hand-set constants",
                       str(init) if init else None)
-    post = add_posterior(without(objective, held), result.theta, prov, log) if posterior \
-        else None
+    hessian = "gauss-newton" if optimizer == "lm" else "differences"
+    post = add_posterior(without(objective, held), result.theta, prov, log, hessian) \
+        if posterior else None
     write_fit(out, format_parameters(result.model, frees, prov,
-                                     post and file_fields(post, "differences")))
+                                     post and file_fields(post, hessian)))
     if post is not None:
         click.echo(identification_text(post))
     click.echo(f"loss {result.loss_start:.4g} -> {result.loss:.4g}; targets within tolerance "

@@ -30,10 +30,13 @@ from bonecohort.shell.fit_output import (
               help="Patients per trial (as the fit).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
-@click.option("--hessian", type=click.Choice(["differences", "exact"]), default="differences",
+@click.option("--hessian", type=click.Choice(["differences", "exact", "gauss-newton"]),
+              default="differences",
               show_default=True, help="Central differences of the exact gradient (reuses "
-              "calibrate's compiled programs) or forward-over-reverse (compiles one more "
-              "program per trial).")
+              "calibrate's compiled programs), forward-over-reverse (compiles one more "
+              "program per trial), or gauss-newton: 2 J^T W J from the Jacobian programs of "
+              "calibrate --optimizer lm (one evaluation; exact at a mode whose targets "
+              "are met, an approximation otherwise).")
 @click.option("--table", "table_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the identification table as CSV.")
 @click.option("--figure", "figure_out", type=click.Path(dir_okay=False, path_type=Path),

@@ -72,14 +72,15 @@ def write_fit(out: Path, text: str):
         sys.exit(4)
 
 
-def add_posterior(objective, theta, prov: dict, log):
-    """The Laplace posterior at ``theta`` and ``prov`` with how it was computed."""
+def add_posterior(objective, theta, prov: dict, log, hessian: str = "differences"):
+    """The Laplace posterior at ``theta`` and ``prov`` with how it was computed (``hessian``:
+    posterior.curvature's method)."""
     import time
 
     from bonecohort.fit.posterior import laplace
 
     t0 = time.perf_counter()
-    post = laplace(objective, theta, log=log)
+    post = laplace(objective, theta, hessian, log=log)
     prov.update(posterior_provenance(objective.ts, objective, time.perf_counter() - t0,
-                                     "differences"))
+                                     hessian))
     return post
