@@ -61,15 +61,27 @@ def simulate_with_jacobian(objective, theta):
     return sim, jac
 
 
+def residual_jacobian(objective, j_sim, sim):
+    """dr/dtheta from d sim/dtheta (r is on the log scale for hazard ratios)."""
+    log_scale = objective.log_scale
+    scale = np.where(log_scale, 1.0 / np.where(log_scale & (sim != 0), sim, 1.0), 1.0)
+    return j_sim * (scale / objective.tolerance)[:, None]
+
+
+def prior_sd(objective) -> np.ndarray:
+    """The prior SD of each fitted coordinate (inf where the objective has no prior)."""
+    if objective.prior_sd is None:
+        return np.full(len(objective.frees), np.inf)
+    return np.array([f.prior_sd or objective.prior_sd for f in objective.frees])
+
+
 def stacked_residuals(objective, theta, sim, jac_sim):
     """(rho, d rho / d theta) as in the module docstring, from the simulated targets and
     their Jacobian (hazard ratios on the log scale, ``posterior``'s residual Jacobian)."""
-    from bonecohort.fit.posterior import _residual_jacobian, prior_sd
-
     i = objective.fitted()
     root_w = np.sqrt(objective.weight[i])
     r = objective.residuals(sim)[i] * root_w
-    jac_r = _residual_jacobian(objective, jac_sim, sim)[i] * root_w[:, None]
+    jac_r = residual_jacobian(objective, jac_sim, sim)[i] * root_w[:, None]
     if objective.prior_sd is None:
         return r, jac_r
     sd = prior_sd(objective)
@@ -118,5 +130,5 @@ def levenberg_marquardt(evaluate, theta, iterations: int = 30, tol: float = 1e-6
     return theta, loss, extra, history
 
 
-__all__ = ["jacobian_program", "levenberg_marquardt", "simulate_with_jacobian",
-           "stacked_residuals"]
+__all__ = ["jacobian_program", "levenberg_marquardt", "prior_sd", "residual_jacobian",
+           "simulate_with_jacobian", "stacked_residuals"]

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonecohort.cohort import with_x64
+from bonecohort.fit.least_squares import (levenberg_marquardt, prior_sd, residual_jacobian,
+                                          simulate_with_jacobian, stacked_residuals)
 from bonecohort.fit.parameters import Free, from_theta
 
 PARAMETER_STREAM = 2**32 - 1  # fold_in index of the parameter draws under key(seed)
@@ -181,23 +183,14 @@ def curvature(objective, theta, method: str = "differences"):
     residuals' own curvature left out, as Levenberg-Marquardt does)."""
     theta = np.asarray(theta, np.float64)
     if method == "gauss-newton":
-        from bonecohort.fit.least_squares import simulate_with_jacobian
-
         sim, j_sim = simulate_with_jacobian(objective, theta)
-        jac_r = _residual_jacobian(objective, j_sim, sim)
+        jac_r = residual_jacobian(objective, j_sim, sim)
         return 2.0 * jac_r.T @ (objective.weight[:, None] * jac_r), jac_r
     if method == "exact":
         hess, j_sim, sim = _exact(objective, theta)
     else:
         hess, j_sim, sim, _ = _differences(objective, theta, STEPS[objective.dtype_name])
-    return 0.5 * (hess + hess.T), _residual_jacobian(objective, j_sim, sim)
-
-
-def _residual_jacobian(objective, j_sim, sim):
-    """dr/dtheta from d sim/dtheta (r is on the log scale for hazard ratios)."""
-    log_scale = objective.log_scale
-    scale = np.where(log_scale, 1.0 / np.where(log_scale & (sim != 0), sim, 1.0), 1.0)
-    return j_sim * (scale / objective.tolerance)[:, None]
+    return 0.5 * (hess + hess.T), residual_jacobian(objective, j_sim, sim)
 
 
 def _check_determined(a, frees):
@@ -210,13 +203,6 @@ def _check_determined(a, frees):
     raise ValueError("the targets do not determine the constants along a direction led by "
                      f"{', '.join(names)} and there is no prior to: give a prior (--prior-sd) "
                      "or fit fewer constants.")
-
-
-def prior_sd(objective) -> np.ndarray:
-    """The prior SD of each fitted coordinate (inf where the objective has no prior)."""
-    if objective.prior_sd is None:
-        return np.full(len(objective.frees), np.inf)
-    return np.array([f.prior_sd or objective.prior_sd for f in objective.frees])
 
 
 def _precision(objective, hess, jac_r, weight):
@@ -281,7 +267,7 @@ def fold_precisions(objective, theta, trials) -> tuple:
     matrix of the other trials' targets where that is not positive definite."""
     theta = np.asarray(theta, np.float64)
     hess, j_sim, sim, parts = _differences(objective, theta, STEPS[objective.dtype_name])
-    jac_r = _residual_jacobian(objective, j_sim, sim)
+    jac_r = residual_jacobian(objective, j_sim, sim)
     out = {}
     for trial in trials:
         w = objective.weight.copy()
@@ -314,7 +300,6 @@ def find_mode(objective, theta, iters: int = 30, tol: float = 1e-7):
     programs (``curvature``; no new compilation). Returns (theta, L). Adam
     (``calibrate.fit``) stops near, not at, the mode; this is used by the synthetic checks,
     whose many small fits need exact modes."""
-    from bonecohort.fit.least_squares import levenberg_marquardt, stacked_residuals
 
     def evaluate(at):
         _, _, sim = objective(at)
