@@ -197,8 +197,8 @@ def test_uncertainty_intervals_contain_the_monte_carlo_ones_and_are_wider(draw_r
                      ("deaths_horizon", "deaths_horizon"), ("hip_rr", "hip_rr"),
                      ("mof_rd_per_1000", "mof_rd")):
         # equal where the draws agree (s_d = 0), up to the tables' rounding to 10 digits
-        assert (o[f"{stat}_ui_lo"] <= o[f"{mc}_lo"] * (1 + 1e-9) + 1e-9).all()
-        assert (o[f"{stat}_ui_hi"] >= o[f"{mc}_hi"] * (1 - 1e-9) - 1e-9).all()
+        assert (o[f"{stat}_ui_lo"] <= o[f"{mc}_lo"] + 1e-9 * (1 + o[f"{mc}_lo"].abs())).all()
+        assert (o[f"{stat}_ui_hi"] >= o[f"{mc}_hi"] - 1e-9 * (1 + o[f"{mc}_hi"].abs())).all()
         assert o[f"{stat}_ui_lo"].null_count() == 0 and o[f"{stat}_ui_hi"].null_count() == 0
     for r in o.iter_rows(named=True):  # NNT bounds from the risk difference's interval
         lo, hi = r["mof_rd_per_1000_ui_lo"], r["mof_rd_per_1000_ui_hi"]
