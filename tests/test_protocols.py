@@ -176,3 +176,44 @@ def test_fracture_evidence_against_the_bmd_pathway_is_printed_with_testosterone_
     notes = agent_notes(load_study("trt_anastrozole").arms)
     assert any(n.startswith("WARNING") and "TRAVERSE" in n and "1.43" in n for n in notes)
     assert not any("TRAVERSE" in n for n in agent_notes(load_study("default").arms))
+
+
+def test_ce_bazedoxifene_carries_bazedoxifene_20mg_at_every_ce_strength():
+    """CE/bazedoxifene tablets hold bazedoxifene 20 mg at CE 0.45 and 0.625 mg (Lindsay 2009,
+    Pinkerton 2014): the SERM occupancy is bazedoxifene 20 mg's whatever the CE content,
+    while the estradiol-equivalent exposure scales with the CE dose."""
+    from bonecohort.exposure.protocol import regimen_exposure
+
+    low, high = (regimen_exposure(Regimen("conjugated_estrogens_bazedoxifene", d), None)
+                 for d in (0.45, 0.625))
+    alone = regimen_exposure(Regimen("bazedoxifene", 20.0), None)
+    assert low["serm_occ"] == high["serm_occ"] == pytest.approx(alone["serm_occ"])
+    assert high["e2"] / low["e2"] == pytest.approx(0.625 / 0.45)
+
+
+def test_fitted_bazedoxifene_occupancy_pulls_ce_bazedoxifene_toward_bazedoxifene_alone():
+    """The fitted occupancy multiplies S/K_S of every route carrying the SERM (and so its
+    agonist term), leaves the CE exposure alone, and a more occupied receptor moves the
+    complex's ER activity toward the SERM's own efficacy (hormones.er_activity)."""
+    from bonecohort.exposure.protocol import regimen_exposure
+    from bonecohort.fit.parameters import check_path, get_value, set_values
+    from bonecohort.model.hormones import Hormones, er_activity
+
+    model = default_model()
+    free = check_path("agents.occupancy.bazedoxifene", model)
+    tsec = Regimen("conjugated_estrogens_bazedoxifene", 0.625)
+
+    def activity(occupancy):
+        agents = set_values(model, [free], [occupancy]).agents
+        x = regimen_exposure(tsec, agents)
+        return x, float(er_activity(Hormones(e2=10.0 + x["e2"], t=0.0, serm_occ=x["serm_occ"],
+                                             serm_ago=x["serm_ago"]), model.hormones))
+
+    (x1, a1), (x2, a2) = activity(1.0), activity(2.0)
+    assert x2["serm_occ"] == pytest.approx(2 * x1["serm_occ"])
+    assert x2["serm_ago"] == pytest.approx(2 * x1["serm_ago"]) and x2["e2"] == x1["e2"]
+    eps = float(get_value(model, check_path("agents.efficacy.bazedoxifene", model)))
+    assert a1 > eps  # CEE 0.625's activity lies above the SERM's own efficacy
+    assert a2 < a1
+    with pytest.raises(ValueError, match="agents.occupancy"):
+        check_path("agents.occupancy.estradiol", model)

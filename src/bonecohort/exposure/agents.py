@@ -37,14 +37,19 @@ class Route:
     pk: str = ""  # where the exposure slope comes from
     serm: str = ""  # the SERM whose efficacy this route carries ("" = none)
     pk_key: str = ""  # "agent.route" whose fitted exposure scale this route shares
+    serm_fixed: bool = False  # the SERM dose is fixed by the product (not scaled by ``dose``)
 
-    def exposure(self, dose, scale=1.0, efficacy=None) -> dict:
+    def exposure(self, dose, scale=1.0, efficacy=None, occupancy=1.0) -> dict:
         """Exposure (see module docstring) of ``dose`` taken continuously. ``scale`` multiplies
-        the exposure slopes (not the SERM occupancy) and ``efficacy`` replaces eps_S: the
-        fitted agent constants (``model.params.AgentParams``); values may be traced."""
+        the exposure slopes (not the SERM occupancy), ``occupancy`` the SERM occupancy and
+        ``efficacy`` replaces eps_S: the
+        fitted agent constants (``model.params.AgentParams``); values may be traced. A
+        fixed-combination product (``serm_fixed``) carries the same SERM dose whatever its
+        ``dose`` (the other component's content), so its occupancy does not scale with it."""
         eff = self.serm_efficacy if efficacy is None else efficacy
+        occ = occupancy * self.serm_occ * (1.0 if self.serm_fixed else dose)
         return {"e2": scale * self.e2 * dose, "t": scale * self.t * dose,
-                "serm_occ": self.serm_occ * dose, "serm_ago": eff * self.serm_occ * dose,
+                "serm_occ": occ, "serm_ago": eff * occ,
                 "ai": scale * self.ai * dose, "igf": scale * self.igf * dose}
 
 
@@ -70,6 +75,7 @@ class Agent:
 
 F = "female"
 M = "male"
+BZA_OCC_PER_MG = 3.0 / 20.0  # bazedoxifene S/K_S per mg/day (see its route below)
 
 AGENTS_LIST = (
     Agent(
@@ -174,7 +180,7 @@ AGENTS_LIST = (
         "selective estrogen-receptor modulator: weak ER agonist in bone, antagonist in "
         "endometrium",
         routes={"oral": Route(
-            "mg/day", {F: (10.0, 40.0)}, serm_occ=3.0 / 20.0, serm_efficacy=0.45,
+            "mg/day", {F: (10.0, 40.0)}, serm_occ=BZA_OCC_PER_MG, serm_efficacy=0.45,
             serm="bazedoxifene",
             pk="20 mg: spine +~1.4 % vs placebo at 2 y, less than raloxifene 60 mg (Miller "
                "2008 JBMR 23:525)")},
@@ -185,9 +191,11 @@ AGENTS_LIST = (
         "tissue-selective estrogen complex (TSEC): CEE with bazedoxifene 20 mg; dose is the "
         "CEE content; no progestogen needed",
         routes={"oral": Route(
-            "mg CE/day", {F: (0.3, 0.625)}, e2=64.0, serm_occ=3.0, serm_efficacy=0.45,
-            serm="bazedoxifene", pk_key="conjugated_estrogens.oral",
-            pk="CE exposure as conjugated_estrogens plus bazedoxifene 20 mg (fixed): "
+            "mg CE/day", {F: (0.3, 0.625)}, e2=64.0, serm_occ=20.0 * BZA_OCC_PER_MG,
+            serm_efficacy=0.45, serm="bazedoxifene", pk_key="conjugated_estrogens.oral",
+            serm_fixed=True,
+            pk="CE exposure as conjugated_estrogens plus bazedoxifene 20 mg (fixed dose in "
+               "every CE strength, so its occupancy is bazedoxifene 20 mg's): "
                "SMART-1, CE 0.45/BZA 20 spine +1.6 % vs placebo -1.8 % at 2 y (Lindsay 2009 "
                "Fertil Steril 92:1045)")},
         evidence="high for BMD (SMART-1, SMART-4, SMART-5); no fracture trial",

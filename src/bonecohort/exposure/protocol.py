@@ -117,7 +117,8 @@ def regimen_exposure(reg: Regimen, agents: AgentParams | None) -> dict:
     key = route.pk_key or f"{reg.agent}.{reg.route_name}"
     scale = ((agents.exposure if agents else None) or {}).get(key, 1.0)
     efficacy = ((agents.efficacy if agents else None) or {}).get(route.serm)
-    return route.exposure(reg.dose, scale, efficacy)
+    occupancy = ((agents.occupancy if agents else None) or {}).get(route.serm, 1.0)
+    return route.exposure(reg.dose, scale, efficacy, occupancy)
 
 
 def dose_share(reg: Regimen, patient):

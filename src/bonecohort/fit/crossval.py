@@ -64,14 +64,16 @@ def simulated(objective: Objective, theta, optimizer: str = "adam") -> np.ndarra
 
 def cross_validate(objective: Objective, start_theta, steps: int = 40,
                    learning_rate: float = 0.02, log=lambda m: None, trials=None,
-                   optimizer: str = "adam") -> list:
+                   optimizer: str = "adam", shared=None) -> list:
     """One ``Fold`` per trial with fitted targets (or per name in ``trials``), each refitted
     from ``start_theta`` (None: the objective's start, a cold fold) by ``optimizer``
-    (calibrate.fit)."""
+    (calibrate.fit). Warm Levenberg-Marquardt folds share their first Jacobian: ``shared``,
+    ``simulate_with_jacobian`` at ``start_theta`` if the caller has it, else computed here."""
     folds = []
     names = [p[2] for p in objective.parts] if trials is None else list(trials)
-    shared = None  # warm Levenberg-Marquardt folds share their first Jacobian
-    if optimizer == "lm" and start_theta is not None:
+    if optimizer != "lm" or start_theta is None:
+        shared = None
+    elif shared is None:
         from bonecohort.fit.least_squares import simulate_with_jacobian
 
         shared = simulate_with_jacobian(objective, start_theta)

@@ -90,12 +90,16 @@ DEFAULT_FREE = (
     # factor ~1.4: the between-study range of serum levels in the labels and trials cited
     # there), the
     # aromatase inhibition of anastrozole, and the bone efficacy of each SERM in a trial.
+    # Bazedoxifene's receptor occupancy per dose is fitted too (log SD 0.7, a factor 2: the
+    # table's S/K_S is a judgement): the 10/20/40 mg dose-response (Miller 2008) fixes how
+    # saturated 20 mg is, which sets how far it pulls CEE back in CE/bazedoxifene.
     Free("agents.exposure.conjugated_estrogens.oral", prior_sd=0.35),
     Free("agents.exposure.testosterone.patch", prior_sd=0.35),
     Free("agents.exposure.anastrozole.oral", prior_sd=0.35),
     Free("agents.exposure.estradiol.transdermal", prior_sd=0.35),
     Free("agents.efficacy.raloxifene", "logit"), Free("agents.efficacy.bazedoxifene", "logit"),
     Free("agents.efficacy.tamoxifen", "logit"),
+    Free("agents.occupancy.bazedoxifene", prior_sd=0.7),
 )
 _GROUPS = ("hormones", "sites", "fracture", "agents")
 
@@ -162,18 +166,20 @@ def set_values(model, frees, values):
 
 
 def _check_agent_path(path: str, parts: list) -> Free:
-    """``agents.exposure.<agent>.<route>`` or ``agents.efficacy.<serm>`` (exposure/agents.py)."""
+    """``agents.exposure.<agent>.<route>``, ``agents.efficacy.<serm>`` or
+    ``agents.occupancy.<serm>`` (exposure/agents.py)."""
     from bonecohort.exposure.agents import AGENTS
 
     field = parts[1] if len(parts) > 1 else ""
     exposure = (field == "exposure" and len(parts) == 4
                 and parts[3] in getattr(AGENTS.get(parts[2]), "routes", {}))
-    efficacy = (field == "efficacy" and len(parts) == 3
-                and _agent_default(field, parts[2:]) is not None)
-    if not (exposure or efficacy):
+    serm = (field in ("efficacy", "occupancy") and len(parts) == 3
+            and _agent_default("efficacy", parts[2:]) is not None)
+    if not (exposure or serm):
         serms = sorted({r.serm for a in AGENTS.values() for r in a.routes.values() if r.serm})
         raise ValueError(f"'{path}': expected agents.exposure.<agent>.<route> (e.g. "
-                         "agents.exposure.conjugated_estrogens.oral) or agents.efficacy.<SERM> "
+                         "agents.exposure.conjugated_estrogens.oral), agents.efficacy.<SERM> or "
+                         "agents.occupancy.<SERM> "
                          f"(SERMs: {', '.join(serms)})")
     return _known(path, Free(path, "logit" if field == "efficacy" else "log"))
 
@@ -188,10 +194,11 @@ def _agent_values(model, field: str) -> dict:
 
 
 def _agent_default(field: str, key: list):
-    """The table's value of an agent constant: exposure scale 1, or the SERM's efficacy."""
+    """The table's value of an agent constant: exposure and occupancy scales 1, or the SERM's
+    efficacy."""
     from bonecohort.exposure.agents import AGENTS
 
-    if field == "exposure":
+    if field in ("exposure", "occupancy"):
         return 1.0
     for agent in AGENTS.values():
         for route in agent.routes.values():

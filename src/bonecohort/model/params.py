@@ -226,11 +226,14 @@ class AgentParams(NamedTuple):
       equivalent, testosterone, aromatase inhibition, IGF-1); 1 = the table's slope.
     efficacy: SERM agent name -> its bone efficacy eps_S in (0, 1) (used by every route that
       carries that SERM, e.g. bazedoxifene in CE/bazedoxifene).
+    occupancy: SERM agent name -> multiplier on its receptor occupancy S/K_S per dose (every
+      route that carries that SERM); 1 = the table's.
     Keys not listed keep the table's values.
     """
 
     exposure: dict | None = None
     efficacy: dict | None = None
+    occupancy: dict | None = None
 
 
 class ModelParams(NamedTuple):

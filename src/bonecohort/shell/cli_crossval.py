@@ -79,9 +79,14 @@ def crossvalidate(targets, fitted, out, patients, steps, optimizer, warm, learni
         theta = to_theta(_model_from(fitted), DEFAULT_FREE)
         objective = Objective(ts, hand_set_model(), DEFAULT_FREE, jnp.float32,
                               prior_sd or None, log)
-        in_sample = simulated(objective, theta, optimizer)
+        shared = None  # warm LM folds start from the all-trials fit's Jacobian
+        if optimizer == "lm" and warm:
+            from bonecohort.fit.least_squares import simulate_with_jacobian
+
+            shared = simulate_with_jacobian(objective, theta)
+        in_sample = shared[0] if shared else simulated(objective, theta, optimizer)
         folds = cross_validate(objective, theta if warm else None, steps, learning_rate, log,
-                               names, optimizer)
+                               names, optimizer, shared)
         intervals = None
         if parameter_draws:
             log("predictive intervals: curvature at the all-trials fit, "
