@@ -75,18 +75,25 @@ def prior_sd(objective) -> np.ndarray:
     return np.array([f.prior_sd or objective.prior_sd for f in objective.frees])
 
 
-def stacked_residuals(objective, theta, sim, jac_sim):
-    """(rho, d rho / d theta) as in the module docstring, from the simulated targets and
-    their Jacobian (hazard ratios on the log scale, ``posterior``'s residual Jacobian)."""
+def stacked_rho(objective, theta, sim):
+    """rho as in the module docstring: the weighted residuals of the fitted targets (hazard
+    ratios on the log scale), then the prior's standardized offsets if there is a prior."""
     i = objective.fitted()
-    root_w = np.sqrt(objective.weight[i])
-    r = objective.residuals(sim)[i] * root_w
-    jac_r = residual_jacobian(objective, jac_sim, sim)[i] * root_w[:, None]
+    r = objective.residuals(sim)[i] * np.sqrt(objective.weight[i])
     if objective.prior_sd is None:
-        return r, jac_r
-    sd = prior_sd(objective)
-    d = (np.asarray(theta, np.float64) - np.asarray(objective.theta0)) / sd
-    return np.concatenate([r, d]), np.vstack([jac_r, np.diag(1.0 / sd)])
+        return r
+    d = (np.asarray(theta, np.float64) - np.asarray(objective.theta0)) / prior_sd(objective)
+    return np.concatenate([r, d])
+
+
+def stacked_residuals(objective, theta, sim, jac_sim):
+    """(rho, d rho / d theta) from the simulated targets and their Jacobian
+    (``posterior``'s residual Jacobian)."""
+    i = objective.fitted()
+    jac_r = residual_jacobian(objective, jac_sim, sim)[i] * np.sqrt(objective.weight[i])[:, None]
+    if objective.prior_sd is not None:
+        jac_r = np.vstack([jac_r, np.diag(1.0 / prior_sd(objective))])
+    return stacked_rho(objective, theta, sim), jac_r
 
 
 def levenberg_marquardt(evaluate, theta, iterations: int = 30, tol: float = 1e-6,
@@ -131,4 +138,4 @@ def levenberg_marquardt(evaluate, theta, iterations: int = 30, tol: float = 1e-6
 
 
 __all__ = ["jacobian_program", "levenberg_marquardt", "prior_sd", "residual_jacobian",
-           "simulate_with_jacobian", "stacked_residuals"]
+           "simulate_with_jacobian", "stacked_residuals", "stacked_rho"]

@@ -37,7 +37,8 @@ import numpy as np
 
 from bonecohort.cohort import with_x64
 from bonecohort.fit.least_squares import (levenberg_marquardt, prior_sd, residual_jacobian,
-                                          simulate_with_jacobian, stacked_residuals)
+                                          simulate_with_jacobian, stacked_residuals,
+                                          stacked_rho)
 from bonecohort.fit.parameters import Free, from_theta
 
 PARAMETER_STREAM = 2**32 - 1  # fold_in index of the parameter draws under key(seed)
@@ -303,7 +304,7 @@ def find_mode(objective, theta, iters: int = 30, tol: float = 1e-7):
 
     def evaluate(at):
         _, _, sim = objective(at)
-        rho, _ = stacked_residuals(objective, at, sim, np.zeros((len(sim), len(at))))
+        rho = stacked_rho(objective, at, sim)
 
         def jacobian():
             _, j_sim, s, _ = _differences(objective, at, STEPS[objective.dtype_name])
