@@ -42,10 +42,10 @@ class Route:
     def exposure(self, dose, scale=1.0, efficacy=None, occupancy=1.0) -> dict:
         """Exposure (see module docstring) of ``dose`` taken continuously. ``scale`` multiplies
         the exposure slopes (not the SERM occupancy), ``occupancy`` the SERM occupancy and
-        ``efficacy`` replaces eps_S: the
-        fitted agent constants (``model.params.AgentParams``); values may be traced. A
-        fixed-combination product (``serm_fixed``) carries the same SERM dose whatever its
-        ``dose`` (the other component's content), so its occupancy does not scale with it."""
+        ``efficacy`` replaces eps_S: the fitted agent constants (``model.params.AgentParams``);
+        values may be traced. A fixed-combination product (``serm_fixed``) carries the same
+        SERM dose whatever its ``dose`` (the other component's content), so its occupancy does
+        not scale with it."""
         eff = self.serm_efficacy if efficacy is None else efficacy
         occ = occupancy * self.serm_occ * (1.0 if self.serm_fixed else dose)
         return {"e2": scale * self.e2 * dose, "t": scale * self.t * dose,

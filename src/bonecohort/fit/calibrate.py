@@ -265,21 +265,20 @@ def fit_to_mode(objective: Objective, steps: int = 30, log=lambda m: None,
 
     n = len(objective.fitted())
 
-    def evaluate(at):
-        sim, jac = simulate_with_jacobian(objective, at)
-        rho, jac_rho = stacked_residuals(objective, at, sim, jac)
-        return rho, jac_rho, objective.fits(sim)
+    def point(at, sim, jac):
+        """Levenberg-Marquardt's (rho, J, targets met) from the simulation at ``at``."""
+        return (*stacked_residuals(objective, at, sim, jac), objective.fits(sim))
 
-    def report(point, seconds):
-        evals, loss, fits = point
+    def evaluate(at):
+        return point(at, *simulate_with_jacobian(objective, at))
+
+    def report(entry, seconds):
+        evals, loss, fits = entry
         log(f"evaluation {evals:4d}  loss {loss:11.4f}  fits {fits}/{n}  {seconds:7.1f} s")
 
     t0 = time.perf_counter()
     start = np.asarray(objective.theta0 if theta is None else theta, np.float64)
-    first = None
-    if at_start is not None:
-        rho, jac_rho = stacked_residuals(objective, start, *at_start)
-        first = (rho, jac_rho, objective.fits(at_start[0]))
+    first = None if at_start is None else point(start, *at_start)
     theta, loss, fits, history = levenberg_marquardt(evaluate, start, steps, log=report,
                                                      first=first)
     return FitResult(from_theta(objective.start, objective.frees, jnp.asarray(theta)),

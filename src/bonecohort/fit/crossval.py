@@ -170,5 +170,5 @@ def fold_table(objective: Objective, in_sample: np.ndarray, folds: list,
     return rows
 
 
-__all__ = ["Fold", "cross_validate", "simulated", "fold_table", "linear_predictive", "only", "predictive",
-           "without"]
+__all__ = ["Fold", "cross_validate", "fold_table", "linear_predictive", "only", "predictive",
+           "simulated", "without"]

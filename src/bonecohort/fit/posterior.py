@@ -232,7 +232,7 @@ def laplace(objective, theta, method: str = "differences",
     cov = np.linalg.inv(a)
     return Posterior(tuple(objective.frees), theta, 0.5 * (cov + cov.T),
                      np.asarray(objective.theta0, np.float64), prior_sd(objective),
-                     "gauss-newton" if method == "gauss-newton" else used)
+                     method if method == "gauss-newton" else used)
 
 
 Z90 = 1.6449  # two-sided 90 % normal quantile
