@@ -84,10 +84,12 @@ AGENTS_LIST = (
         "osteoblast survival up)",
         routes={
             "transdermal": Route(
-                "ug/day", {F: (14.0, 100.0)}, e2=0.8,
-                pk="matrix patches: ~35-55 pg/mL above baseline at 50 ug/day (Vivelle-Dot, "
-                   "Climara labels); 0.014 mg/day (Menostar) ~+4-11 pg/mL (Ettinger 2004 "
-                   "Obstet Gynecol 104:443)"),
+                "ug/day", {F: (14.0, 100.0)}, e2=0.6,
+                pk="geometric mean of four PK readings, pg/mL above baseline per ug/day: "
+                   "matrix patches 50 ug/day ~35-55 pg/mL (Vivelle-Dot, Climara labels: 0.7, "
+                   "1.1); 0.014 mg/day (Menostar label: Cavg 13.7 pg/mL, less a ~4.8 pg/mL "
+                   "baseline: 0.64; ULTRA, Ettinger 2004 Obstet Gynecol 104:443: median 4.8 -> "
+                   "8.5 pg/mL at 1 year: 0.27); their log SD is 0.59"),
             "oral": Route(
                 "mg/day", {F: (0.25, 4.0)}, e2=40.0,
                 pk="micronized estradiol 1 mg/day: serum E2 ~30-50 pg/mL at steady state "

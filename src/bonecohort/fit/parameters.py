@@ -85,18 +85,19 @@ DEFAULT_FREE = (
     *(Free(f"sites.{field}.{site}") for field in ("formation_lag", "secondary_rate",
                                                  "set_point_rate") for site in SITE_NAMES),
     # Agents' constants (exposure/agents.py gives the priors' centres): the estradiol-
-    # equivalent exposures of CEE (shared by CE/bazedoxifene) and transdermal estradiol and
-    # the androgen exposure of the testosterone patch within their PK spread (log SD 0.35, a
-    # factor ~1.4: the between-study range of serum levels in the labels and trials cited
-    # there), the
-    # aromatase inhibition of anastrozole, and the bone efficacy of each SERM in a trial.
+    # equivalent exposures of CEE (shared by CE/bazedoxifene) and the androgen exposure of
+    # the testosterone patch within their PK spread (log SD 0.35, a factor ~1.4: the
+    # between-study range of serum levels in the labels and trials cited there), that of
+    # transdermal estradiol with log SD 0.5 (its four PK readings, 14 and 50 ug/day, spread
+    # by a log SD of 0.59), the aromatase inhibition of anastrozole, and the bone efficacy
+    # of each SERM in a trial.
     # Bazedoxifene's receptor occupancy per dose is fitted too (log SD 0.7, a factor 2: the
     # table's S/K_S is a judgement): the 10/20/40 mg dose-response (Miller 2008) fixes how
     # saturated 20 mg is, which sets how far it pulls CEE back in CE/bazedoxifene.
     Free("agents.exposure.conjugated_estrogens.oral", prior_sd=0.35),
     Free("agents.exposure.testosterone.patch", prior_sd=0.35),
     Free("agents.exposure.anastrozole.oral", prior_sd=0.35),
-    Free("agents.exposure.estradiol.transdermal", prior_sd=0.35),
+    Free("agents.exposure.estradiol.transdermal", prior_sd=0.5),
     Free("agents.efficacy.raloxifene", "logit"), Free("agents.efficacy.bazedoxifene", "logit"),
     Free("agents.efficacy.tamoxifen", "logit"),
     Free("agents.occupancy.bazedoxifene", prior_sd=0.7),
