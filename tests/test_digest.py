@@ -26,7 +26,8 @@ every number. Both re-recorded when bazedoxifene's occupancy joined the fitted c
 refit moves every constant; the study has no bazedoxifene arm). Both re-recorded when
 transdermal estradiol's exposure per ug/day was re-centred on its PK readings at 14 and
 50 ug/day (0.8 -> 0.6 pg/mL, prior log SD 0.5) and the constants refitted: this study's arm is
-a 50 ug/day patch.
+a 50 ug/day patch. Both re-recorded when a trial of 50 and 100 ug/day patches (Arrenbrecht
+2002) joined the targets and the constants were refitted.
 """
 
 import hashlib
@@ -72,9 +73,9 @@ name = "estradiol"
 """
 
 RECORDED = {
-    "sha256": "0f92f0e5d2ff5a5dc68dc382116f58f85db7f597aae7466b247f54bc14693af0",
+    "sha256": "0efc0ea5a25045e9d44e252a5abc4667b8cf120b037d056e048978157f91d2dd",
     "shape": (3000, 96),
-    "without_harms": "513d0a259d4d623dc2e8504bf3c55c31a58b43cf16c6c814569ab53df02cd37e",
+    "without_harms": "95119b5c7546a89cc1d51c2a92178082e1088870e3e108b5e340beb91eaeae71",
     "columns_without_harms": 65,
     "toolchain": ("0.10.2", "0.10.2", "x86_64",
                   "avx avx2 avx512_bf16 avx512_bitalg avx512_fp16 avx512_vbmi2 avx512_vnni "

@@ -95,9 +95,10 @@ AGENTS_LIST = (
                 pk="micronized estradiol 1 mg/day: serum E2 ~30-50 pg/mL at steady state "
                    "(Estrace label; Kuhl 2005 Climacteric 8 Suppl 1:3)"),
         },
-        evidence="high (RCTs of BMD: PEPI 1996, ULTRA 2004; fractures with CEE: WHI 2003)",
-        sources="Ettinger 2004 Obstet Gynecol 104:443; Kuhl 2005 Climacteric 8 Suppl 1:3; "
-                "PEPI 1996 JAMA 276:1389"),
+        evidence="high (RCTs of BMD: PEPI 1996, ULTRA 2004, transdermal 50/100 ug "
+                 "Arrenbrecht 2002; fractures with CEE: WHI 2003)",
+        sources="Ettinger 2004 Obstet Gynecol 104:443; Arrenbrecht 2002 Osteoporos Int "
+                "13:176; Kuhl 2005 Climacteric 8 Suppl 1:3; PEPI 1996 JAMA 276:1389"),
     Agent(
         "conjugated_estrogens", "estrogen",
         "conjugated equine estrogens (CEE): mixture of estrogens, ER agonist; exposure given "
