@@ -16,11 +16,12 @@ SPEC = PopulationSpec(age_min=45.0, age_max=55.0)
 FN, LS = Site.FEMORAL_NECK, Site.LUMBAR_SPINE
 
 
-def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0):
+def simulate_aligned(n, arms, horizon, dtype=jnp.float64, years_before_fmp=3.0, base=None):
     """Patients whose entry is exactly ``years_before_fmp`` before their FMP, so yearly outputs
     fall on whole years from the FMP. Returns bmd_rel (n, arms, sites, years)."""
-    model = cast_tree(default_model(), dtype)
-    steady = reference_steady_state(default_model(), dtype)
+    base = default_model() if base is None else base
+    model = cast_tree(base, dtype)
+    steady = reference_steady_state(base, dtype)
     grid = Grid(prefix_years=25, horizon_years=horizon)
 
     def one(pid):
@@ -89,3 +90,23 @@ def test_estradiol_from_fmp_preserves_bone():
         for year in (5, 8, 10):  # FMP+2, FMP+5 (on treatment) and FMP+7 (after stopping)
             none, e2 = bv[:, 0, site, year - 1].mean(), bv[:, 1, site, year - 1].mean()
             assert e2 > none, (site, year)
+
+
+def test_serm_site_odds_move_the_neck_gain_of_a_serm_only():
+    """The femoral neck's SERM odds (hormones.site_serm_agonism) raise raloxifene's neck gain
+    over placebo when above 1; they leave the spine, and every arm without a SERM, as is."""
+    arms = (Arm("none"), Arm("ral", (Regimen("raloxifene", 60.0, "oral", "fmp", 2.0, 5.0),)))
+    base = default_model()
+
+    def with_odds(odds):
+        sites = base.sites._replace(serm_odds=np.array([odds, 1.0]))  # (neck, spine)
+        bv = simulate_aligned(100, arms, horizon=8, dtype=jnp.float32,
+                              base=base._replace(sites=sites))
+        return bv[:, 0], bv[:, 1] - bv[:, 0]  # untreated, raloxifene minus untreated
+
+    (none1, gain1), (none3, gain3) = with_odds(1.0), with_odds(3.0)
+    np.testing.assert_array_equal(none1, none3)
+    np.testing.assert_allclose(gain3[:, LS], gain1[:, LS], atol=1e-6)
+    year = 7  # FMP+4: two years on raloxifene
+    assert gain1[:, FN, year].mean() > 0.0
+    assert gain3[:, FN, year].mean() > 1.2 * gain1[:, FN, year].mean()

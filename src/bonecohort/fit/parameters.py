@@ -79,6 +79,9 @@ DEFAULT_FREE = (
     Free("sites.mech_gain.femoral_neck"), Free("sites.mech_gain.lumbar_spine"),
     Free("sites.age_loss.femoral_neck"), Free("sites.age_loss.lumbar_spine"),
     Free("sites.er_gain.femoral_neck", "logit"),
+    # The SERMs' site selectivity: odds of their bone efficacy at the femoral neck relative
+    # to the spine (hormones.py), centred on 1 (none) with log SD 0.7 (a factor 2).
+    Free("sites.serm_odds.femoral_neck", prior_sd=0.7),
     *(Free(f"fracture.gamma.{site}") for site in FRACTURE_SITE_NAMES),
     # The remodeling space, secondary mineralization and set-point memory of each site
     # (model/site.py; the primary mineral fraction is kept at its published value).

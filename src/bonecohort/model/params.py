@@ -146,6 +146,9 @@ class SiteParams(NamedTuple):
       mineralization runs over years (Boivin & Meunier 2002); calibration parameter.
     set_point_rate: adaptation rate of the mechanostat set point to the bone's own history
       (1/yr; Turner 1999 Bone 24:399); calibration parameter, 0 = no memory.
+    serm_odds: odds ratio of a SERM's bone efficacy at the site to its efficacy at the lumbar
+      spine (fixed at 1 there; hormones.py); 1 = no site selectivity. Calibration parameter
+      of the femoral neck.
     """
 
     turnover: float
@@ -156,6 +159,7 @@ class SiteParams(NamedTuple):
     primary_mineral: float = 0.7
     secondary_rate: float = 0.5
     set_point_rate: float = 0.05
+    serm_odds: float = 1.0
 
 
 # Hand-set effective values (see module docstring): with E2 falling from 100 to 10 pg/mL around

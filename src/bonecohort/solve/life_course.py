@@ -108,7 +108,8 @@ def site_ode(patient: Patient, model: ModelParams, steady, age0, life_start) -> 
 
     def rates(y, d, site: SiteParams):
         hormones, age = d
-        action = hormone_action(hormones, ref, hp, site.er_gain, patient.rankl_sensitivity)
+        action = hormone_action(hormones, ref, hp, site.er_gain, patient.rankl_sensitivity,
+                                site.serm_odds)
         return site_rates(y, model.core, steady, site, action,
                           log_set_point=-site.age_loss * (age - life_start))
 
