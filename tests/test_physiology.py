@@ -105,7 +105,8 @@ def test_serm_site_odds_move_the_neck_gain_of_a_serm_only():
         return bv[:, 0], bv[:, 1] - bv[:, 0]  # untreated, raloxifene minus untreated
 
     (none1, gain1), (none3, gain3) = with_odds(1.0), with_odds(3.0)
-    np.testing.assert_array_equal(none1, none3)
+    # float32 round-off only (the arms of a patient share compiled code and step control)
+    np.testing.assert_allclose(none3, none1, rtol=1e-6)
     np.testing.assert_allclose(gain3[:, LS], gain1[:, LS], atol=1e-6)
     year = 7  # FMP+4: two years on raloxifene
     assert gain1[:, FN, year].mean() > 0.0
