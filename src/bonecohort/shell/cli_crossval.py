@@ -27,6 +27,9 @@ CROSSVAL_FILES = ("crossval.parquet", "crossval.csv")
               "runs/crossval-<target set name>).")
 @click.option("--patients", type=int, default=128, show_default=True,
               help="Patients per trial (as in the fit).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of every trial's virtual patients (overrides the file, as in "
+              "validate): the folds refit on other patients than the fit's.")
 @click.option("--steps", type=int, default=80, show_default=True,
               help="Adam steps of each fold (with --optimizer lm: its most accepted steps).")
 @click.option("--optimizer", type=click.Choice(["adam", "lm"]), default="adam",
@@ -44,7 +47,7 @@ CROSSVAL_FILES = ("crossval.parquet", "crossval.csv")
               "all-trials fit's Laplace posterior) and held out (each fold's), from K draws "
               "of the constants (seed 0).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def crossvalidate(targets, fitted, out, patients, steps, optimizer, warm, learning_rate,
+def crossvalidate(targets, fitted, out, patients, seed, steps, optimizer, warm, learning_rate,
                   prior_sd, trials, parameter_draws, force):
     """Leave-one-trial-out cross-validation: for each trial of TARGETS, refit the constants
     without it (from the hand-set constants as the fit itself, or with --warm from the
@@ -70,7 +73,7 @@ def crossvalidate(targets, fitted, out, patients, steps, optimizer, warm, learni
             raise ConfigError("--steps must be >= 0, --learning-rate > 0 and --prior-sd >= 0.")
         _check_patients(patients)
         check_draws(parameter_draws)
-        ts = load_targets(targets).with_patients(patients)
+        ts = load_targets(targets).with_patients(patients).with_seed(seed)
         names = [n.strip() for n in trials.split(",")] if trials else None
         unknown = sorted(set(names or ()) - set(ts.trials))
         if unknown:
