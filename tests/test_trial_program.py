@@ -6,11 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bonecohort.cohort import make_chunk_runner
 from bonecohort.fit.calibrate import Objective, parse_free
+from bonecohort.fit.entry_screen import entry_runner, entry_values
 from bonecohort.fit.targets import parse_targets
 from bonecohort.fit.trial_program import shape_groups, trial_data, regimen_table
-from bonecohort.fit.trials import target_value
+from bonecohort.fit.trials import run_trials, target_value
 from bonecohort.model.params import hand_set_model
+from bonecohort.solve.life_course import prefix_steps
 
 # Two trials of different shapes (horizon, arms, regimens, prefix) that share one group, and
 # a third much longer one that gets its own.
@@ -130,13 +133,36 @@ def test_trials_share_a_program_padded_to_their_group(objective):
 
 
 def test_padded_program_reads_what_validate_reads(objective):
-    """At the screening constants, the shared program's statistics equal those computed from
-    the screening run itself (the path `validate` takes, unpadded, arms static)."""
+    """At the screening constants, the shared program's statistics equal those of the path
+    `validate` takes (the same screening, then each trial's chunk program: unpadded, arms
+    static), on the same patients."""
     _, _, sim = objective(objective.theta0)
     ts = objective.ts
-    expected = [target_value(t, ts.trials[t.trial], objective.screened[t.trial])
-                for t in ts.targets]
+    results = run_trials(ts, objective.start, lambda trial: None, jnp.float64)
+    for name, res in results.items():
+        np.testing.assert_array_equal(res.ids, objective.screened[name].ids)
+    expected = [target_value(t, ts.trials[t.trial], results[t.trial]) for t in ts.targets]
     np.testing.assert_allclose(sim, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_one_entry_program_screens_every_trial_as_the_chunk_program_would(objective):
+    """Screening simulates the natural history alone, in one program for trials of
+    different prefixes and sizes, and finds the entry state the full chunk program finds."""
+    ts = objective.ts
+    entry_values.clear_cache()
+    run_trials(ts, objective.start, lambda trial: None, jnp.float64, values=False)
+    assert entry_values._cache_size() == 1
+    study = ts.trials["short"].study
+    ids = jnp.arange(8, dtype=jnp.uint32)
+    screened = entry_runner(study, objective.start, jnp.float64,
+                            max(prefix_steps(t.study.grid) for t in ts.trials.values()))(ids)
+    grid = study.grid._replace(outputs_per_year=12, rtol=0.0)
+    full = make_chunk_runner(study.seed, study.population, objective.start, study.arms, grid,
+                             jnp.float64)(ids)
+    np.testing.assert_allclose(screened.life.bmd_entry,
+                               full.life.bmd_entry, rtol=1e-12)
+    np.testing.assert_allclose(screened.life.t_entry, full.life.t_entry, rtol=1e-12)
+    np.testing.assert_array_equal(screened.patients.age_entry, full.patients.age_entry)
 
 
 def test_gradient_through_the_regimen_table_matches_finite_differences(objective):

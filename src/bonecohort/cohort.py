@@ -64,10 +64,13 @@ def cast_tree(tree, dtype):
     return jax.tree.map(lambda v: jnp.asarray(v, dtype), tree)
 
 
+_steady_state = jax.jit(steady_state)  # one compilation per process, not one per call
+
+
 @with_x64
 def reference_steady_state(model: ModelParams, dtype):
     """Pivonka steady state computed in float64, then cast to the simulation dtype."""
-    return jnp.asarray(jnp.stack(steady_state(cast_tree(model.core, jnp.float64))), dtype)
+    return jnp.asarray(jnp.stack(_steady_state(cast_tree(model.core, jnp.float64))), dtype)
 
 
 def cast_setup(setup: OutcomeSetup, dtype) -> OutcomeSetup:

@@ -10,7 +10,8 @@ coordinate around its starting value,
 with w_i the target's ``weight`` (default 1). The prior keeps constants the targets cannot
 separate (e.g. RANKL vs OPG action) near their hand-set values instead of drifting along flat
 directions. Each trial is screened once with
-the starting constants; its patients, their eligibility and the months of each window then
+the starting constants (on the natural history alone, one program for every trial:
+fit/entry_screen.py); its patients, their eligibility and the months of each window then
 stay fixed (trials.trial_function), so L is a smooth function of theta and ``jax.grad``
 runs through the whole simulation (scan of implicit steps, fracture read-out).
 
@@ -78,7 +79,7 @@ class Objective:
         fitted = {t.trial for t in ts.targets if t.weight > 0}  # weight 0: reported only
         self.screened = run_trials(
             replace(ts, trials={k: v for k, v in ts.trials.items() if k in fitted}),
-            start, setup_for, dtype, log)
+            start, setup_for, dtype, log, values=False)
         steady = reference_steady_state(start, dtype)
         self.observed = np.array([t.observed for t in ts.targets])
         self.tolerance = np.array([ts.tolerance(t) for t in ts.targets])

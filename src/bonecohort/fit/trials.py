@@ -1,7 +1,9 @@
 """Virtual trials: simulate the trials of a targets file and read out each target's statistic.
 
 Each trial's arms are simulated on the same virtual patients (common random numbers): ids are
-screened in order, as a study does, until the trial's ``patients`` meet its eligibility.
+screened in order, as a study does, until the trial's ``patients`` meet its eligibility
+(on their natural history alone, one program for all trials: entry_screen.py); then the
+eligible patients' arms are simulated by the trial's chunk program (cohort.py).
 BMD read-outs are taken at month ends after entry (``Grid.outputs_per_year = 12``): a window
 from entry is read at its start and end rounded to whole months; a window relative to the
 FMP at each woman's FMP + start and FMP + end, rounded to whole months after her entry.
@@ -37,11 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonecohort.cohort import cast_setup, cast_tree, make_chunk_runner, run_patient
+from bonecohort.fit.entry_screen import entry_runner
 from bonecohort.fit.screening import screen
 from bonecohort.fit.targets import Target, TargetSet, Trial
 from bonecohort.model.params import SITE_NAMES
 from bonecohort.outcomes.harms import HARMS
 from bonecohort.outcomes.hazards import KINDS, window_outcomes
+from bonecohort.solve.life_course import prefix_steps
 
 MONTHS = 12
 
@@ -58,6 +62,11 @@ class TrialResult:
     # () without fracture targets
     screened: int
     patients: object = None  # population.Patient of host arrays (n,)
+    months: int | None = None  # months of follow-up read out (None: those of ``bv``)
+
+    @property
+    def follow_up_months(self) -> int:
+        return self.bv.shape[-1] - 1 if self.months is None else self.months
 
 
 def with_month_zero(bmd_rel, xp=np):
@@ -70,23 +79,30 @@ def fracture_hazards(outcomes) -> tuple:
     return outcomes.arms.first_hazards, outcomes.arms.death_hazard
 
 
-def _screen(trial: Trial, model, setup, dtype):
-    """Simulate ids in order until ``trial.study.patients`` are eligible."""
+def _screen(trial: Trial, model, setup, dtype, shape: tuple, values: bool):
+    """Simulate the natural history of ids in order until ``trial.study.patients`` are
+    eligible (entry_screen.py; ``shape``: its chunk size and padded prefix, shared by the
+    trials screened together); with ``values``, simulate the eligible patients' arms too
+    (BMD at month ends, and the fracture hazards with ``setup``)."""
     study = trial.study
-    n = study.patients
+    chunk, steps = shape
+    chunks = list(screen(entry_runner(study, model, dtype, steps), study.patients, chunk,
+                         study.eligibility, study.outcomes.tscore_reference,
+                         f"{study.path}: trial '{trial.name}'"))
+    ids = np.concatenate([s.start + s.rows for s in chunks])
+    p = jax.tree.map(lambda *v: np.concatenate(v),
+                     *[jax.tree.map(lambda v, s=s: np.asarray(v)[s.rows], s.result.patients)
+                       for s in chunks])
+    res = TrialResult(ids, p.age_entry, np.minimum(p.fmp_age, p.surgery_age), None, (),
+                      chunks[-1].screened, p, study.horizon_years * MONTHS)
+    if not values:
+        return res
     grid = study.grid._replace(outputs_per_year=MONTHS, rtol=0.0)  # fixed steps: scan
     runner = make_chunk_runner(study.seed, study.population, model, study.arms, grid, dtype,
                                setup)
-    chunks = list(screen(runner, n, n, study.eligibility, study.outcomes.tscore_reference,
-                         f"{study.path}: trial '{trial.name}'"))
-    ids = np.concatenate([s.start + s.rows for s in chunks])
-    res = jax.tree.map(lambda *v: np.concatenate(v),
-                       *[jax.tree.map(lambda v, s=s: np.asarray(v)[s.rows], s.result)
-                         for s in chunks])
-    p = res.patients
-    return TrialResult(ids, p.age_entry, np.minimum(p.fmp_age, p.surgery_age),
-                       with_month_zero(res.life.bmd_rel),
-                       fracture_hazards(res.outcomes) if setup else (), chunks[-1].screened, p)
+    out = jax.device_get(runner(jnp.asarray(ids, jnp.uint32)))
+    return replace(res, bv=with_month_zero(out.life.bmd_rel),
+                   hazards=fracture_hazards(out.outcomes) if setup else ())
 
 
 def window_months(target: Target, res: TrialResult, months: int):
@@ -151,7 +167,7 @@ class BmdRead(NamedTuple):
 
 def bmd_read(target: Target, arms: list, res: TrialResult) -> BmdRead:
     """The ``BmdRead`` of a BMD target on the trial's patients (``window_months``)."""
-    start, end = window_months(target, res, res.bv.shape[-1] - 1)
+    start, end = window_months(target, res, res.follow_up_months)
     difference = target.measure == "pct_change_difference_vs_comparator"
     return BmdRead(np.asarray(arms.index(target.arm)),
                    np.asarray(SITE_NAMES.index(target.model_site)),
@@ -207,13 +223,18 @@ def trial_function(trial: Trial, targets, res: TrialResult, setup, steady, dtype
     return jax.jit(values)
 
 
-def run_trials(ts: TargetSet, model, setup_for, dtype=jnp.float32, log=lambda m: None):
-    """Simulate every trial of ``ts``; ``setup_for(trial)`` gives the fracture OutcomeSetup
-    of a trial with hazard-ratio targets. Returns {trial name: TrialResult}."""
+def run_trials(ts: TargetSet, model, setup_for, dtype=jnp.float32, log=lambda m: None,
+               values: bool = True):
+    """Screen and simulate every trial of ``ts``; ``setup_for(trial)`` gives the fracture
+    OutcomeSetup of a trial with hazard-ratio targets. Returns {trial name: TrialResult};
+    without ``values``, only the eligible patients (a fit simulates them itself)."""
     results = {}
+    shape = (max(trial.study.patients for trial in ts.trials.values()),
+             max(prefix_steps(trial.study.grid) for trial in ts.trials.values()))
     for name, trial in ts.trials.items():
         needs = any(t.trial == name and t.fracture for t in ts.targets)
-        results[name] = _screen(trial, model, setup_for(trial) if needs else None, dtype)
+        results[name] = _screen(trial, model, setup_for(trial) if needs else None, dtype,
+                                shape, values)
         log(f"trial '{name}': {trial.study.patients:,} eligible of "
             f"{results[name].screened:,} simulated")
     return results

@@ -216,16 +216,40 @@ class FixedPlan(NamedTuple):
     out_steps: jnp.ndarray  # (arms, read-outs) int: step after which each read-out is taken
 
 
-def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
-    """``steps_per_year`` equal steps after entry and ``prefix_steps_per_year`` before, with
-    the switches as extra edges where the grid is coarser than a month (``step_grid``);
-    regimens padded to the arm with most (taking none)."""
-    spy, spy_prefix = grid.steps_per_year, grid.prefix_steps_per_year or grid.steps_per_year
+class PrefixPlan(NamedTuple):
+    """The natural history's fixed steps (``FixedPlan``'s first four fields)."""
+
+    life_start: jnp.ndarray
+    t: jnp.ndarray
+    h: jnp.ndarray
+    ovary: jnp.ndarray
+
+
+def prefix_plan(patient, grid: Grid) -> PrefixPlan:
+    """``prefix_steps_per_year`` equal steps from peak bone mass to entry, the surgery as an
+    extra edge where the grid is coarser than a month (``step_grid``)."""
+    spy_prefix = grid.prefix_steps_per_year or grid.steps_per_year
     life_start = patient.age_entry - grid.prefix_years
     # a switch falls on an edge anyway when every month edge is one (protocol.snap_months)
     pre = step_grid(life_start, grid.prefix_years, spy_prefix,
                     [surgery_switch(patient)] if spy_prefix % 12 else [])
-    offset = jnp.asarray(grid.prefix_years * DAYS_PER_YEAR, life_start.dtype)
+    return PrefixPlan(life_start, pre.days[:-1], jnp.diff(pre.days),
+                      ovary_fraction(pre.ages[:-1], pre.ages[1:], patient))
+
+
+def prefix_steps(grid: Grid) -> int:
+    """The number of steps of ``prefix_plan`` (the surgery's edge included)."""
+    spy_prefix = grid.prefix_steps_per_year or grid.steps_per_year
+    return grid.prefix_years * spy_prefix + (1 if spy_prefix % 12 else 0)
+
+
+def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
+    """``steps_per_year`` equal steps after entry and ``prefix_plan``'s before, with the
+    switches as extra edges where the grid is coarser than a month (``step_grid``);
+    regimens padded to the arm with most (taking none)."""
+    spy = grid.steps_per_year
+    pre = prefix_plan(patient, grid)
+    offset = jnp.asarray(grid.prefix_years * DAYS_PER_YEAR, pre.life_start.dtype)
     switches = _padded_switches(arms, patient) if spy % 12 else [[] for _ in arms]
     grids = [step_grid(patient.age_entry, grid.horizon_years, spy, sw) for sw in switches]
     grids = _stacked([g._replace(days=g.days + offset) for g in grids])
@@ -234,9 +258,8 @@ def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
     taken = jnp.stack([regimens_taken(a[j], b[j], patient, arm, most)
                        for j, arm in enumerate(arms)])
     per_output = spy // grid.outputs_per_year
-    return FixedPlan(life_start, pre.days[:-1], jnp.diff(pre.days),
-                     ovary_fraction(pre.ages[:-1], pre.ages[1:], patient), grids.days[:, :-1],
-                     jnp.diff(grids.days, axis=1), ovary_fraction(a, b, patient), taken,
+    return FixedPlan(*pre, grids.days[:, :-1], jnp.diff(grids.days, axis=1),
+                     ovary_fraction(a, b, patient), taken,
                      grids.uniform_at[:, per_output::per_output] - 1)
 
 
@@ -250,7 +273,9 @@ def arm_exposures(arms: tuple, agents):
 def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposures,
                   solver: str) -> LifeCourse:
     """``life_course`` on the fixed steps of ``plan`` with the regimens' ``exposures`` (arms,
-    regimens, 6; ``arm_exposures``) and the Rosenbrock method ``solver``."""
+    regimens, 6; ``arm_exposures``) and the Rosenbrock method ``solver``; with ``plan`` a
+    ``PrefixPlan``, the natural history alone (the LifeCourse of no arm: its read-out fields
+    have an empty arms axis)."""
     sites = patient_sites(patient, model.sites)
 
     def solve(ode, y0):
@@ -258,7 +283,10 @@ def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposure
             return integrate_steps(ode.rates, ode.drive, y_start, sites, t, h, inputs,
                                    METHODS[solver], out_steps, _readout)
 
-        y_entry, _ = run(plan.pre_t, plan.pre_h, combined_inputs(plan.pre_ovary), y0)
+        pre = PrefixPlan(*plan[:4])  # FixedPlan starts with the PrefixPlan's fields
+        y_entry, _ = run(pre.t, pre.h, combined_inputs(pre.ovary), y0)
+        if isinstance(plan, PrefixPlan):
+            return y_entry, jnp.zeros((0, 0) + y_entry.shape[:1] + (2,), y_entry.dtype)
         inputs = jax.vmap(combined_inputs)(plan.ovary, plan.taken, exposures)
         _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(
             plan.t, plan.h, inputs, plan.out_steps)
