@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bonecohort.solve.rosenbrock import Tableau, driven_step, step_drive, tied_start
+from bonecohort.solve.rosenbrock import Tableau, batched_start, driven_step, step_drive
 
 
 def integrate_adaptive(rates, drive, y0, consts, stops, outputs, inputs, tableau: Tableau,
@@ -77,9 +77,8 @@ def integrate_adaptive(rates, drive, y0, consts, stops, outputs, inputs, tableau
     def cond(state):
         return (state[3] < n_stops) & (state[5] < max_steps)
 
-    start = (stops[0],) + tied_start((stops[0], consts), (y0, jnp.asarray(h0, y0.dtype),
-                                                          jnp.asarray(1), reads0,
-                                                          jnp.asarray(0)))
+    start = (stops[0],) + batched_start(stops[0], (y0, jnp.asarray(h0, y0.dtype),
+                                                    jnp.asarray(1), reads0, jnp.asarray(0)))
     _, y, _, i, reads, n = jax.lax.while_loop(cond, body, start)
     done = i >= n_stops
     return (jnp.where(done, y, jnp.nan), jnp.where(done, reads, jnp.nan), n)

@@ -149,16 +149,15 @@ class Drive(NamedTuple):
     slope: object
 
 
-def tied_start(anchors, carry):
-    """``carry`` (a loop's start values) plus an exact zero computed from every leaf of
-    ``anchors``: values unchanged (finite anchors), but the start is batched under
-    ``jax.vmap`` wherever an anchor is, and carries a tangent under differentiation wherever
-    one does. JAX's rules for ``while_loop`` and ``scan`` otherwise re-trace the loop body
-    until the batching (or the set of nonzero tangents) of the carry settles: one more pass
-    over the body per vmap level and per derivative. Tracing the default study's chunk
-    program took 2.2-2.8 s before and 1.2-1.6 s after; see benchmarks/RESULTS.md for the
-    fit's programs."""
-    zero = sum(jnp.sum(jnp.zeros((), jnp.result_type(a)) * a) for a in jax.tree.leaves(anchors))
+def batched_start(anchor, carry):
+    """``carry`` (a loop's start values) with an exact zero computed from the scalar
+    ``anchor`` added to every leaf: values unchanged (``anchor`` finite), but under
+    ``jax.vmap`` every start value is batched wherever ``anchor`` is. vmap's rule for
+    ``while_loop`` and ``scan`` otherwise re-batches the loop body until the carry's batching
+    settles, one more pass over the body for each start value that the body makes batched,
+    at each vmap level: tracing the default study's chunk program took 2.6-3.0 s before and
+    1.3-1.5 s after (benchmarks/RESULTS.md)."""
+    zero = jnp.zeros((), anchor.dtype) * anchor
     return jax.tree.map(lambda v: v + zero.astype(jnp.result_type(v)), carry)
 
 
@@ -273,7 +272,7 @@ def integrate_steps(rates, drive, y0, consts, t, h, inputs, tableau: Tableau = R
     outs0 = None if out_steps is None else jnp.zeros(
         (out_steps.shape[0],) + jax.eval_shape(readout, y0).shape, y0.dtype)
     k = jnp.arange(t.shape[0])
-    start = tied_start((t[0], consts), (y0, outs0))
+    start = batched_start(t[0], (y0, outs0))
     (y, outs), _ = jax.lax.scan(step, start, (k, t, h, inputs))
     return y, outs
 
