@@ -215,32 +215,45 @@ class FixedPlan(NamedTuple):
     taken: jnp.ndarray  # (arms, K, regimens) ``protocol.regimens_taken``
     out_steps: jnp.ndarray  # (arms, read-outs) int: step after which each read-out is taken
 
+    def prefix(self) -> "PrefixPlan":
+        """The natural history's steps of this plan."""
+        return PrefixPlan(self.life_start, self.pre_t, self.pre_h, self.pre_ovary)
+
 
 class PrefixPlan(NamedTuple):
-    """The natural history's fixed steps (``FixedPlan``'s first four fields)."""
+    """The natural history's fixed steps alone (``FixedPlan.prefix``; ``prefix_plan``)."""
 
     life_start: jnp.ndarray
     t: jnp.ndarray
     h: jnp.ndarray
     ovary: jnp.ndarray
 
+    def prefix(self) -> "PrefixPlan":
+        return self
+
+
+def _prefix_rate(grid: Grid):
+    """Steps a year of the natural history, and whether the surgery needs its own edge (a
+    switch falls on an edge anyway when every month edge is one: protocol.snap_months)."""
+    spy_prefix = grid.prefix_steps_per_year or grid.steps_per_year
+    return spy_prefix, spy_prefix % 12 != 0
+
 
 def prefix_plan(patient, grid: Grid) -> PrefixPlan:
     """``prefix_steps_per_year`` equal steps from peak bone mass to entry, the surgery as an
     extra edge where the grid is coarser than a month (``step_grid``)."""
-    spy_prefix = grid.prefix_steps_per_year or grid.steps_per_year
+    spy_prefix, surgery_edge = _prefix_rate(grid)
     life_start = patient.age_entry - grid.prefix_years
-    # a switch falls on an edge anyway when every month edge is one (protocol.snap_months)
     pre = step_grid(life_start, grid.prefix_years, spy_prefix,
-                    [surgery_switch(patient)] if spy_prefix % 12 else [])
+                    [surgery_switch(patient)] if surgery_edge else [])
     return PrefixPlan(life_start, pre.days[:-1], jnp.diff(pre.days),
                       ovary_fraction(pre.ages[:-1], pre.ages[1:], patient))
 
 
 def prefix_steps(grid: Grid) -> int:
     """The number of steps of ``prefix_plan`` (the surgery's edge included)."""
-    spy_prefix = grid.prefix_steps_per_year or grid.steps_per_year
-    return grid.prefix_years * spy_prefix + (1 if spy_prefix % 12 else 0)
+    spy_prefix, surgery_edge = _prefix_rate(grid)
+    return grid.prefix_years * spy_prefix + int(surgery_edge)
 
 
 def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
@@ -258,7 +271,8 @@ def fixed_plan(patient, arms: tuple, grid: Grid) -> FixedPlan:
     taken = jnp.stack([regimens_taken(a[j], b[j], patient, arm, most)
                        for j, arm in enumerate(arms)])
     per_output = spy // grid.outputs_per_year
-    return FixedPlan(*pre, grids.days[:, :-1], jnp.diff(grids.days, axis=1),
+    return FixedPlan(pre.life_start, pre.t, pre.h, pre.ovary, grids.days[:, :-1],
+                     jnp.diff(grids.days, axis=1),
                      ovary_fraction(a, b, patient), taken,
                      grids.uniform_at[:, per_output::per_output] - 1)
 
@@ -283,7 +297,7 @@ def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposure
             return integrate_steps(ode.rates, ode.drive, y_start, sites, t, h, inputs,
                                    METHODS[solver], out_steps, _readout)
 
-        pre = PrefixPlan(*plan[:4])  # FixedPlan starts with the PrefixPlan's fields
+        pre = plan.prefix()
         y_entry, _ = run(pre.t, pre.h, combined_inputs(pre.ovary), y0)
         if isinstance(plan, PrefixPlan):
             return y_entry, jnp.zeros((0, 0) + y_entry.shape[:1] + (2,), y_entry.dtype)
