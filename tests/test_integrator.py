@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bonecohort.solve.rosenbrock import (RODAS3, RODAS4, ROS2, _inverse_small, _solve_small,
-                                         rosenbrock_step)
+                                         dense_value, driven_stages, rosenbrock_step,
+                                         step_drive)
 from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.fit.parameters import default_model
@@ -83,6 +84,32 @@ def convergence_ratios(tableau, stiffness):
 def test_classical_order_on_a_mildly_stiff_problem(tableau, order):
     for ratio in convergence_ratios(tableau, 1.0):
         assert 0.75 * 2 ** order < ratio < 1.25 * 2 ** order
+
+
+def dense_errors(tableau, stiffness, fractions=(0.25, 0.5, 0.75)):
+    """Error of the continuous extension inside one step from the exact value at t = 0.3, on
+    the same Prothero-Robinson problem, for h = 0.2, 0.1, 0.05: (steps, fractions)."""
+    f = lambda t, y: -stiffness * (y - jnp.sin(t)) + jnp.cos(t)  # noqa: E731
+    t0, rows = 0.3, []
+    for h in (0.2, 0.1, 0.05):
+        y0 = jnp.array([np.sin(t0)], jnp.float64)
+        y1, ks = driven_stages(lambda z, s: f(s, z), y0, h,
+                               step_drive(lambda s: s, jnp.float64(t0), h, tableau), tableau)
+        assert float(dense_value(tableau, y0, y1, ks, 1.0)[0]) == float(y1[0])
+        rows.append([abs(float(dense_value(tableau, y0, y1, ks, s)[0]) - np.sin(t0 + s * h))
+                     for s in fractions])
+    return np.array(rows)
+
+
+def test_dense_output_of_rodas4_has_order_three():
+    """Read-outs inside a controlled step come from RODAS4's continuous extension (order 3):
+    its local error inside the step shrinks as h^4, ~16x on halving h (measured 13-19); the
+    straight line that a method without one would give shrinks as h^2 only (~4x)."""
+    err = dense_errors(RODAS4, 1.0)
+    ratios = err[:-1] / err[1:]
+    assert np.all(ratios > 11.0) and np.all(ratios < 24.0), ratios
+    line = dense_errors(RODAS4._replace(dense=()), 1.0)
+    assert np.all(line[:-1] / line[1:] < 5.0)
 
 
 def case(i):

@@ -87,13 +87,12 @@ class NaturalHistory:
         start = jnp.asarray(30.0, patient.age_entry.dtype)  # peak bone mass
         ode = site_ode(patient, model, steady, start, start)
         a, b = step_edges(start, 1, 1)
-        u = jax.tree.map(lambda v: jnp.broadcast_to(v[0], (NATURAL_YEARS,)),
-                         step_inputs(a, b, patient, None))
+        u = step_inputs(a, b, patient, None)  # one stretch: untreated, no surgery
         sites = jax.tree.map(lambda v: v[None], patient_sites(patient, site))
         _, reads, _ = integrate_adaptive(
             ode.rates, ode.drive, steady_state_vector(patient.age_entry.dtype)[None], sites,
-            stops, jnp.arange(-1, NATURAL_YEARS), u, METHODS[solver], rtol,
-            DAYS_PER_YEAR / 12, 200 * NATURAL_YEARS, lambda y: bmd(y)[0], NATURAL_YEARS)
+            stops[jnp.array([0, -1])], u, METHODS[solver], rtol, DAYS_PER_YEAR / 12,
+            200 * NATURAL_YEARS, lambda y: bmd(y)[0], stops[1:])
         return reads
 
     def diffrax(self, solver_name: str, rtol: float, atol: float, max_steps: int,

@@ -11,10 +11,13 @@ Hairer & Wanner 1996, section IV.8 and VI.4):
     h_new = h min(5, max(0.2, 0.9 err^(-1/q)))                        (q = ``error_order``)
 
 (the standard controller, Hairer & Wanner 1996, section IV.8 eq. 8.21 and 8.24 for the norm).
-Steps never cross a *stop*: the times where exposures switch (``protocol.switch_ages``) and
-where results are read out; a step that would cross one is shortened to land on it, so every
-step sees constant exposures and every read-out is a step end. States are normalized (order
-one at peak bone mass), so one ``rtol`` with ``atol = rtol`` scales every component alike.
+Steps never cross a *stop*, the times where exposures switch (``protocol.switch_ages``): a
+step that would cross one is shortened to land on it, so every step sees constant exposures.
+Read-outs are not stops: each is taken inside the step that covers it from the method's
+continuous extension (``rosenbrock.dense_value``; order 3 for RODAS4, Hairer & Wanner 1996,
+section VI.4), so the output grid does not bound the step size. A method without one (RODAS3)
+lands on its read-outs instead: they join the stops. States are normalized (order one at peak
+bone mass), so one ``rtol`` with ``atol = rtol`` scales every component alike.
 
 Under ``jax.vmap`` the loop runs until the slowest patient of the batch is done and each
 patient keeps its own step size (finished patients are masked), so results do not depend on
@@ -26,32 +29,49 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bonecohort.solve.rosenbrock import Tableau, batched_start, driven_step, step_drive
+from bonecohort.solve.rosenbrock import (Tableau, batched_start, combine, dense_value,
+                                         driven_stages, step_drive)
 
 
-def integrate_adaptive(rates, drive, y0, consts, stops, outputs, inputs, tableau: Tableau,
-                       rtol: float, h0, max_steps: int, readout, n_out: int):
+def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau,
+                       rtol: float, h0, max_steps: int, readout, out_times):
     """Integrate B systems ``dy_b/dt = rates(y_b, d(t), c_b)``, ``d(t) = drive(t, u)``, from
     ``stops[0]`` to ``stops[-1]`` with error-controlled steps landing on every stop.
 
-    ``stops`` (S,) sorted times; ``outputs`` (S,) int: the read-out taken on landing at that
-    stop, or -1; ``inputs``: pytree of exposures with leading axis S - 1 (stretch k from
-    ``stops[k]`` to ``stops[k + 1]``); ``h0``: first step; ``readout(y) -> array``.
-    Returns ``(y_final, reads (n_out, ...), steps)``; NaN where ``max_steps`` steps (accepted
-    and rejected) did not reach the end.
+    ``stops`` (S,) sorted times; ``inputs``: pytree of exposures with leading axis S - 1
+    (stretch k from ``stops[k]`` to ``stops[k + 1]``); ``h0``: the first step, at the start
+    and again after each stop (a switch is a discontinuity: the step grown over a smooth
+    stretch would be rejected several times in the transient that follows);
+    ``out_times`` (n_out,) sorted times in (stops[0], stops[-1]] where ``readout(y) -> array``
+    is taken. Returns ``(y_final, reads (n_out, ...), steps)``; NaN where ``max_steps`` steps
+    (accepted and rejected) did not reach the end.
     """
     if not tableau.e:
         raise ValueError(f"{tableau.name} has no embedded error estimate: use rodas3 or rodas4")
+    restart = jnp.ones(stops.shape, bool)  # a stop where the step restarts from h0
+    if not tableau.dense:
+        stops, inputs, restart = _with_read_stops(stops, inputs, out_times)
     q = float(tableau.error_order)
     n_stops = stops.shape[0]
-    reads0 = jnp.zeros((n_out,) + jax.eval_shape(readout, y0).shape, y0.dtype)
+    reads0 = jnp.zeros(out_times.shape + jax.eval_shape(readout, y0).shape, y0.dtype)
 
     def attempt(t, y, h, u):
         d = step_drive(lambda s: drive(s, u), t, h, tableau)
-        y1, est = jax.vmap(lambda yb, cb: driven_step(lambda z, db: rates(z, db, cb), yb, h, d,
-                                                      tableau, with_error=True))(y, consts)
+        y1, ks = jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
+                                                       tableau))(y, consts)
         scale = rtol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
-        return y1, jnp.sqrt(jnp.mean(jnp.square(est / scale)))
+        err = jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
+        return y1, ks, err
+
+    def read(reads, t, hs, t_new, y, y1, ks):
+        """Read-outs in (t, t_new] from the accepted step's continuous extension (without
+        one, read-outs are stops: the step ends on them)."""
+        inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
+        if not tableau.dense:
+            return jnp.where(inside, readout(y1)[None], reads)
+        s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
+        return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks,
+                                                                          sj)))(s), reads)
 
     def body(state):
         t, y, h, i, reads, n = state
@@ -60,19 +80,18 @@ def integrate_adaptive(rates, drive, y0, consts, stops, outputs, inputs, tableau
         empty = gap <= 0  # two stops at the same time
         hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
         u = jax.tree.map(lambda v: v[jnp.maximum(i - 1, 0)], inputs)
-        y1, err = attempt(t, y, hs, u)
+        y1, ks, err = attempt(t, y, hs, u)
         ok = empty | (err <= 1.0)
         y1 = jnp.where(empty, y, y1)
         factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
         factor = jnp.where(jnp.isfinite(err), factor, 0.2)
         arrived = ok & (land | empty)
-        slot = jnp.where(arrived, outputs[i], -1)
-        hit = (jnp.arange(n_out) == slot).reshape((-1,) + (1,) * (reads.ndim - 1))
-        reads = jnp.where(hit, readout(y1)[None], reads)
-        h_next = jnp.where(empty, h, hs * factor)
-        h_next = jnp.where(arrived & ~empty, jnp.maximum(h_next, h), h_next)
-        return (jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t)), jnp.where(ok, y1, y),
-                h_next, jnp.where(arrived, i + 1, i), reads, n + 1)
+        t_new = jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t))
+        reads = read(reads, t, hs, t_new, y, y1, ks)
+        h_next = jnp.where(arrived & restart[i], jnp.minimum(hs * factor, h0),
+                           jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
+        h_next = jnp.where(empty, h, h_next)
+        return (t_new, jnp.where(ok, y1, y), h_next, jnp.where(arrived, i + 1, i), reads, n + 1)
 
     def cond(state):
         return (state[3] < n_stops) & (state[5] < max_steps)
@@ -82,3 +101,15 @@ def integrate_adaptive(rates, drive, y0, consts, stops, outputs, inputs, tableau
     _, y, _, i, reads, n = jax.lax.while_loop(cond, body, start)
     done = i >= n_stops
     return (jnp.where(done, y, jnp.nan), jnp.where(done, reads, jnp.nan), n)
+
+
+def _with_read_stops(stops, inputs, out_times):
+    """``stops`` with ``out_times`` merged in (sorted), ``inputs`` repeated for each piece of
+    a split stretch, and which stops are the original ones (the step restarts only there):
+    for a method that must land on its read-outs."""
+    times = jnp.concatenate([stops, out_times])
+    order = jnp.argsort(times, stable=True)
+    merged = times[order]
+    stretch = jnp.clip(jnp.searchsorted(stops, merged[:-1], side="right") - 1, 0,
+                       stops.shape[0] - 2)
+    return merged, jax.tree.map(lambda v: v[stretch], inputs), order < stops.shape[0]

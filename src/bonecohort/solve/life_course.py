@@ -309,44 +309,48 @@ def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposure
     return life_course(patient, model, steady, plan.life_start, solve)
 
 
-def _stops(first_age, life_start, ends, switches):
-    """Stops of a controlled stretch from ``first_age``: read-out ages ``ends`` (the last is
-    the stretch's end) and the ``switches`` inside it, sorted, as days from ``life_start``;
-    with their ages and read-out index (-1: not a read-out)."""
-    n_out = ends.shape[0]
-    sw = jnp.clip(jnp.stack(switches).astype(ends.dtype), first_age, ends[-1])
-    ages = jnp.concatenate([first_age[None], ends, sw])
-    slot = jnp.concatenate([jnp.array([-1]), jnp.arange(n_out), jnp.full(sw.shape, -1)])
-    order = jnp.argsort(ages, stable=True)
-    return (ages[order] - life_start) * DAYS_PER_YEAR, ages[order], slot[order]
+# First step of a controlled stretch, at peak bone mass and after each switch (days). At the
+# default rtol 1e-4 the controller's first accepted step after a switch was 4.2-5.1 days in
+# the default study; restarting from a month cost 4 rejected steps per switch, and from the
+# step grown before the switch (a year or more) 5 (benchmarks/RESULTS.md, 2026-12-07).
+SWITCH_STEP_DAYS = 4.0
+
+
+def _stops(first_age, last_age, life_start, switches):
+    """Stops of a controlled stretch from ``first_age`` to ``last_age``: the ``switches``
+    inside it, sorted, as days from ``life_start``, and their ages."""
+    sw = jnp.clip(jnp.stack(switches).astype(first_age.dtype), first_age, last_age)
+    ages = jnp.sort(jnp.concatenate([first_age[None], sw, last_age[None]]))
+    return (ages - life_start) * DAYS_PER_YEAR, ages
 
 
 def _controlled_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
-    """Error-controlled steps (solve/adaptive.py, ``grid.rtol``) that land on every switch
-    and read-out. Returns the state at entry and the read-outs (arms, read-outs, sites, 2)."""
+    """Error-controlled steps (solve/adaptive.py, ``grid.rtol``) that land on every switch,
+    with read-outs at the ends of each year (or month) after entry. Returns the state at entry
+    and the read-outs (arms, read-outs, sites, 2)."""
     sites = patient_sites(patient, model.sites)
     life_start = patient.age_entry - grid.prefix_years
     tableau = METHODS[grid.solver]
-    h0 = jnp.asarray(DAYS_PER_YEAR / 12, y0.dtype)
+    h0 = jnp.asarray(SWITCH_STEP_DAYS, y0.dtype)
 
     limit = grid.max_steps_per_year * (grid.prefix_years + grid.horizon_years)
 
-    def run(days, slot, inputs, y_start, n_out):
-        return integrate_adaptive(ode.rates, ode.drive, y_start, sites, days, slot, inputs,
-                                  tableau, grid.rtol, h0, limit, _readout, n_out)
+    def run(days, inputs, y_start, out_days):
+        return integrate_adaptive(ode.rates, ode.drive, y_start, sites, days, inputs,
+                                  tableau, grid.rtol, h0, limit, _readout, out_days)
 
     def exposures(ages, arm):
         return step_inputs(ages[:-1], ages[1:], patient, arm, model.agents)
 
-    days, ages, slot = _stops(life_start, life_start, patient.age_entry[None],
-                              [surgery_switch(patient)])
-    y_entry, _, _ = run(days, slot, exposures(ages, None), y0, 0)
+    days, ages = _stops(life_start, patient.age_entry, life_start, [surgery_switch(patient)])
+    y_entry, _, _ = run(days, exposures(ages, None), y0, jnp.zeros((0,), y0.dtype))
     n_out = grid.horizon_years * grid.outputs_per_year
     ends = patient.age_entry + jnp.arange(1, n_out + 1, dtype=y0.dtype) / grid.outputs_per_year
-    days, ages, slot = _stacked([_stops(patient.age_entry, life_start, ends, sw)
-                                 for sw in _padded_switches(arms, patient)])
+    days, ages = _stacked([_stops(patient.age_entry, ends[-1], life_start, sw)
+                           for sw in _padded_switches(arms, patient)])
     inputs = _stacked([exposures(ages[j], arm) for j, arm in enumerate(arms)])
-    _, reads, _ = jax.vmap(lambda d, s, u: run(d, s, u, y_entry, n_out))(days, slot, inputs)
+    out_days = (ends - life_start) * DAYS_PER_YEAR
+    _, reads, _ = jax.vmap(lambda d, u: run(d, u, y_entry, out_days))(days, inputs)
     return y_entry, reads
 
 

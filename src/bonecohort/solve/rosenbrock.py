@@ -51,6 +51,7 @@ class Tableau(NamedTuple):
     m: tuple  # (s,)
     e: tuple = ()  # (s,) weights of the local error estimate (empty: no embedded method)
     error_order: int = 0  # order of that estimate's leading term (step-size exponent 1/it)
+    dense: tuple = ()  # two rows (s,) of a continuous extension (``dense_value``); () none
 
 
 _G2 = 1.0 + 2.0 ** -0.5
@@ -79,7 +80,13 @@ RODAS4 = Tableau(
        (8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
         -6.058818238834054)),
     m=_A_LAST + (1.0, 1.0),
-    e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0), error_order=4)
+    e=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0), error_order=4,
+    # continuous extension of order 3 (Hairer & Wanner 1996, section VI.4; the D coefficients
+    # of their code RODAS, method 1, on the same stage increments K_1 .. K_5)
+    dense=((10.12623508344586, -7.487995877610167, -34.80091861555747, -7.992771707568823,
+            1.025137723295662, 0.0),
+           (-0.6762803392801253, 6.087714651680015, 16.43084320892478, 24.76722511418386,
+            -6.594389125716872, 0.0)))
 
 # RODAS3, Sandu et al. (1997): 4 stages (3 function evaluations), order 3, stiffly accurate.
 # Both RODAS methods are stiffly accurate: y_{n+1} = Y_s + K_s, and the last stage's argument
@@ -177,7 +184,15 @@ def step_drive(drive, t, h, tableau: Tableau) -> Drive:
 def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3, with_error: bool = False):
     """One step of size ``h`` of dy/dt = g(y, d(t)) with ``drive`` the step's inputs d
     (``step_drive``); returns y_{n+1}, and with ``with_error`` also the local error estimate
-    sum_j e_j K_j (the tableau's embedded method).
+    sum_j e_j K_j (the tableau's embedded method)."""
+    y1, ks = driven_stages(g, y, h, drive, tableau)
+    if with_error:
+        return y1, combine(tableau.e, ks)
+    return y1
+
+
+def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
+    """``driven_step``'s y_{n+1} and its stage increments K_1 .. K_s (a list).
 
     df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is inverted
     once per step (one elimination with n right-hand sides); every stage is then a small
@@ -194,16 +209,26 @@ def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3, with_error: bo
         if tableau.alpha[i] == 0.0 and not any(tableau.a[i]):
             fi = f0  # the stage sits at (t_n, y_n)
         else:
-            yi = y + sum(a * k for a, k in zip(tableau.a[i], ks) if a != 0.0)
-            fi = g(yi, at[alphas.index(tableau.alpha[i])])
-        rhs = fi + sum((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0)
+            fi = g(y + combine(tableau.a[i], ks), at[alphas.index(tableau.alpha[i])])
+        rhs = fi + sum(((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0), 0.0)
         if tableau.gammas[i] != 0.0:
             rhs = rhs + (tableau.gammas[i] * h) * dfdt
         ks.append(w @ rhs)
-    y1 = y + sum(mj * k for mj, k in zip(tableau.m, ks) if mj != 0.0)
-    if with_error:
-        return y1, sum(ej * k for ej, k in zip(tableau.e, ks) if ej != 0.0)
-    return y1
+    return y + combine(tableau.m, ks), ks
+
+
+def combine(weights, ks):
+    """sum_j weights_j K_j over the nonzero weights (0 if none)."""
+    return sum((w * k for w, k in zip(weights, ks) if w != 0.0), 0.0)
+
+
+def dense_value(tableau: Tableau, y0, y1, ks, s):
+    """The step's continuous extension at the fraction ``s`` in [0, 1] of the step:
+    (1 - s) y_n + s (y_{n+1} + (1 - s) (D_1 + s D_2)), D_r = sum_j dense[r]_j K_j (Hairer &
+    Wanner 1996, section VI.4, as in their code RODAS); order 3 for RODAS4. A tableau without
+    ``dense`` rows gives the straight line, exact at s = 0 and s = 1 only."""
+    d1, d2 = ((combine(row, ks) for row in tableau.dense) if tableau.dense else (0.0, 0.0))
+    return (1.0 - s) * y0 + s * (y1 + (1.0 - s) * (d1 + s * d2))
 
 
 def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
