@@ -350,7 +350,9 @@ def _controlled_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
                            for sw in _padded_switches(arms, patient)])
     inputs = _stacked([exposures(ages[j], arm) for j, arm in enumerate(arms)])
     out_days = (ends - life_start) * DAYS_PER_YEAR
-    _, reads, _ = jax.vmap(lambda d, u: run(d, u, y_entry, out_days))(days, inputs)
+    # arms one after the other (a scan): under vmap over patients each arm's loop then runs
+    # until that arm's slowest patient is done, not until the slowest of every arm
+    _, reads, _ = jax.lax.map(lambda du: run(du[0], du[1], y_entry, out_days), (days, inputs))
     return y_entry, reads
 
 
