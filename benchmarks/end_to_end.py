@@ -3,8 +3,8 @@
 1. `bone_models`' Pivonka model on its own load case 1 (PTH injection, 200 days; the
    `core` workload of `bonecohort bench`), solved one patient at a time by scipy RK45 (the
    package's solver) across rtol 1e-3 ... 1e-8 with atol = rtol and atol = 1e-12 (the cell
-   concentrations are ~1e-3 pM, so atol = rtol alone leaves them uncontrolled); error: max relative error
-   against Radau (rtol 1e-10) on the same right-hand side. Its rate is that of the fastest
+   concentrations are ~1e-3 pM, so atol = rtol alone leaves them uncontrolled); error: max
+   relative error against Radau (rtol 1e-10) on the same right-hand side. Its rate is that of the fastest
    tolerance within 1e-3 (like with like: not a tolerance tighter than the bar).
 2. `bonecohort run default -n N` as a user runs it (a fresh process: start-up, compilation
    or the persistent cache, the fracture reference population, every chunk with outcomes,
