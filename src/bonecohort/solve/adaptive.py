@@ -55,24 +55,6 @@ def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau
     n_stops = stops.shape[0]
     reads0 = jnp.zeros(out_times.shape + jax.eval_shape(readout, y0).shape, y0.dtype)
 
-    def attempt(t, y, h, u):
-        d = step_drive(lambda s: drive(s, u), t, h, tableau)
-        y1, ks = jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
-                                                       tableau))(y, consts)
-        scale = rtol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
-        err = jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
-        return y1, ks, err
-
-    def read(reads, t, hs, t_new, y, y1, ks):
-        """Read-outs in (t, t_new] from the accepted step's continuous extension (without
-        one, read-outs are stops: the step ends on them)."""
-        inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
-        if not tableau.dense:
-            return jnp.where(inside, readout(y1)[None], reads)
-        s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
-        return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks,
-                                                                          sj)))(s), reads)
-
     def body(state):
         t, y, h, i, reads, n = state
         gap = stops[i] - t
@@ -80,14 +62,14 @@ def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau
         empty = gap <= 0  # two stops at the same time
         hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
         u = jax.tree.map(lambda v: v[jnp.maximum(i - 1, 0)], inputs)
-        y1, ks, err = attempt(t, y, hs, u)
+        y1, ks, err = _attempt(rates, drive, consts, tableau, rtol, t, y, hs, u)
         ok = empty | (err <= 1.0)
         y1 = jnp.where(empty, y, y1)
         factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
         factor = jnp.where(jnp.isfinite(err), factor, 0.2)
         arrived = ok & (land | empty)
         t_new = jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t))
-        reads = read(reads, t, hs, t_new, y, y1, ks)
+        reads = _read(tableau, readout, out_times, reads, t, hs, t_new, (y, y1, ks))
         h_next = jnp.where(arrived & restart[i], jnp.minimum(hs * factor, h0),
                            jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
         h_next = jnp.where(empty, h, h_next)
@@ -103,11 +85,35 @@ def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau
     return (jnp.where(done, y, jnp.nan), jnp.where(done, reads, jnp.nan), n)
 
 
+def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
+    """One step of the B systems from (t, y): y_{n+1}, the stage increments and the error
+    norm (module docstring)."""
+    d = step_drive(lambda s: drive(s, u), t, h, tableau)
+    y1, ks = jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
+                                                   tableau))(y, consts)
+    scale = rtol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
+    return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
+
+
+def _read(tableau: Tableau, readout, out_times, reads, t, hs, t_new, step):
+    """``reads`` with the read-outs in (t, t_new] taken from the accepted step (``step`` =
+    (y_n, y_{n+1}, stage increments)) by its continuous extension; without one, read-outs
+    are stops, so each falls on the step's end."""
+    y, y1, ks = step
+    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
+    if not tableau.dense:
+        return jnp.where(inside, readout(y1)[None], reads)
+    s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
+    return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s),
+                     reads)
+
+
 def _with_read_stops(stops, inputs, out_times):
-    """``stops`` with ``out_times`` merged in (sorted), ``inputs`` repeated for each piece of
-    a split stretch, and which stops are the original ones (the step restarts only there):
-    for a method that must land on its read-outs."""
-    times = jnp.concatenate([stops, out_times])
+    """``stops`` with the ``out_times`` between its ends merged in (sorted; the others
+    clipped to an end: empty stretches), ``inputs`` repeated for each piece of a split
+    stretch, and which stops are the original ones (the step restarts only there): for a
+    method that must land on its read-outs."""
+    times = jnp.concatenate([stops, jnp.clip(out_times, stops[0], stops[-1])])
     order = jnp.argsort(times, stable=True)
     merged = times[order]
     stretch = jnp.clip(jnp.searchsorted(stops, merged[:-1], side="right") - 1, 0,

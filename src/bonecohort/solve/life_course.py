@@ -327,33 +327,44 @@ def _stops(first_age, last_age, life_start, switches):
 def _controlled_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
     """Error-controlled steps (solve/adaptive.py, ``grid.rtol``) that land on every switch,
     with read-outs at the ends of each year (or month) after entry. Returns the state at entry
-    and the read-outs (arms, read-outs, sites, 2)."""
+    and the read-outs (arms, read-outs, sites, 2).
+
+    Segments: the natural history (untreated) to entry, then each arm from entry, one after
+    the other in a scan over one compiled loop. Under vmap over patients each segment's loop
+    runs until that segment's slowest patient is done (arms side by side would all wait for
+    the slowest arm)."""
     sites = patient_sites(patient, model.sites)
     life_start = patient.age_entry - grid.prefix_years
     tableau = METHODS[grid.solver]
     h0 = jnp.asarray(SWITCH_STEP_DAYS, y0.dtype)
-
     limit = grid.max_steps_per_year * (grid.prefix_years + grid.horizon_years)
+    days, inputs, out_days = _segments(patient, model, arms, grid, life_start)
 
-    def run(days, inputs, y_start, out_days):
-        return integrate_adaptive(ode.rates, ode.drive, y_start, sites, days, inputs,
-                                  tableau, grid.rtol, h0, limit, _readout, out_days)
+    def segment(y_entry, k_du):
+        k, d, u = k_du
+        y_end, reads, _ = integrate_adaptive(ode.rates, ode.drive, jnp.where(k == 0, y0, y_entry),
+                                             sites, d, u, tableau, grid.rtol, h0, limit,
+                                             _readout, out_days)
+        return jnp.where(k == 0, y_end, y_entry), reads
 
-    def exposures(ages, arm):
-        return step_inputs(ages[:-1], ages[1:], patient, arm, model.agents)
+    y_entry, reads = jax.lax.scan(segment, y0, (jnp.arange(len(arms) + 1), days, inputs))
+    return y_entry, reads[1:]
 
-    days, ages = _stops(life_start, patient.age_entry, life_start, [surgery_switch(patient)])
-    y_entry, _, _ = run(days, exposures(ages, None), y0, jnp.zeros((0,), y0.dtype))
+
+def _segments(patient, model, arms, grid: Grid, life_start):
+    """Stops (segments, S) in days from ``life_start`` and exposures (segments, S - 1) of the
+    natural history and of each arm, padded to one S; the read-out times (days), all after
+    entry (none falls in the natural history)."""
     n_out = grid.horizon_years * grid.outputs_per_year
-    ends = patient.age_entry + jnp.arange(1, n_out + 1, dtype=y0.dtype) / grid.outputs_per_year
-    days, ages = _stacked([_stops(patient.age_entry, ends[-1], life_start, sw)
-                           for sw in _padded_switches(arms, patient)])
-    inputs = _stacked([exposures(ages[j], arm) for j, arm in enumerate(arms)])
-    out_days = (ends - life_start) * DAYS_PER_YEAR
-    # arms one after the other (a scan): under vmap over patients each arm's loop then runs
-    # until that arm's slowest patient is done, not until the slowest of every arm
-    _, reads, _ = jax.lax.map(lambda du: run(du[0], du[1], y_entry, out_days), (days, inputs))
-    return y_entry, reads
+    ends = patient.age_entry + jnp.arange(1, n_out + 1, dtype=life_start.dtype) / \
+        grid.outputs_per_year
+    segments = (None,) + tuple(arms)
+    spans = [(life_start, patient.age_entry)] + [(patient.age_entry, ends[-1])] * len(arms)
+    days, ages = _stacked([_stops(a, b, life_start, sw) for (a, b), sw
+                           in zip(spans, _padded_switches(segments, patient))])
+    inputs = _stacked([step_inputs(ages[j][:-1], ages[j][1:], patient, seg, model.agents)
+                       for j, seg in enumerate(segments)])
+    return days, inputs, (ends - life_start) * DAYS_PER_YEAR
 
 
 def _readout(y):
