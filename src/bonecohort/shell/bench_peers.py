@@ -63,18 +63,18 @@ class NaturalHistory:
     def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3",
              rtol: float = 0.0):
         """``ids -> BV at each year end`` by this engine: fixed steps, or with ``rtol > 0``
-        error-controlled steps landing on each year end (solve/adaptive.py)."""
+        error-controlled steps reading each year end inside the step (solve/adaptive.py)."""
         d = DTYPES[dtype]
         model = cast_tree(self.model, d)
         steady = jnp.asarray(self.steady, d)
         site = jax.tree.map(lambda v: v[FEMORAL_NECK], model.sites)
         h = jnp.asarray(DAYS_PER_YEAR / steps_per_year, d)
-        stops = jnp.asarray(np.concatenate([[0.0], self.t_out]), d)
+        out = jnp.asarray(self.t_out, d)
 
         def one(pid):
             patient = self.patient(pid, d)
             if rtol > 0:
-                return self._controlled(patient, model, steady, site, stops, solver, rtol)
+                return self._controlled(patient, model, steady, site, out, solver, rtol)
             rates = self.rates(patient, model, steady, site)
             dummy = jnp.zeros((NATURAL_YEARS, steps_per_year), d)
             _, ys = integrate(lambda t, y, u: rates(t, y), steady_state_vector(d),
@@ -83,7 +83,7 @@ class NaturalHistory:
 
         return jax.jit(jax.vmap(one))
 
-    def _controlled(self, patient, model, steady, site, stops, solver, rtol):
+    def _controlled(self, patient, model, steady, site, out, solver, rtol):
         start = jnp.asarray(30.0, patient.age_entry.dtype)  # peak bone mass
         ode = site_ode(patient, model, steady, start, start)
         a, b = step_edges(start, 1, 1)
@@ -91,8 +91,8 @@ class NaturalHistory:
         sites = jax.tree.map(lambda v: v[None], patient_sites(patient, site))
         _, reads, _ = integrate_adaptive(
             ode.rates, ode.drive, steady_state_vector(patient.age_entry.dtype)[None], sites,
-            stops[jnp.array([0, -1])], u, METHODS[solver], rtol, DAYS_PER_YEAR / 12,
-            200 * NATURAL_YEARS, lambda y: bmd(y)[0], stops[1:])
+            jnp.stack([jnp.zeros_like(out[-1]), out[-1]]), u, METHODS[solver], rtol,
+            DAYS_PER_YEAR / 12, 200 * NATURAL_YEARS, lambda y: bmd(y)[0], out)
         return reads
 
     def diffrax(self, solver_name: str, rtol: float, atol: float, max_steps: int,

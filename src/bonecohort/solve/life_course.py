@@ -157,7 +157,8 @@ def step_grid(first_age, years: int, steps_per_year: int, switches=()) -> StepGr
 
 
 def _padded_switches(arms: tuple, patient) -> list:
-    """``switch_ages`` of every arm, padded to a common count (repeating the surgery)."""
+    """``switch_ages`` of every arm (None: untreated), padded to a common count (repeating
+    the surgery)."""
     per_arm = [switch_ages(arm, patient) for arm in arms]
     most = max(len(s) for s in per_arm)
     return [s + [s[0]] * (most - len(s)) for s in per_arm]

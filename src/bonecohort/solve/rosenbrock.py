@@ -181,14 +181,10 @@ def step_drive(drive, t, h, tableau: Tableau) -> Drive:
     return Drive(jax.tree.map(lambda *v: jnp.stack(v), d0, *later), slope)
 
 
-def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3, with_error: bool = False):
+def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
     """One step of size ``h`` of dy/dt = g(y, d(t)) with ``drive`` the step's inputs d
-    (``step_drive``); returns y_{n+1}, and with ``with_error`` also the local error estimate
-    sum_j e_j K_j (the tableau's embedded method)."""
-    y1, ks = driven_stages(g, y, h, drive, tableau)
-    if with_error:
-        return y1, combine(tableau.e, ks)
-    return y1
+    (``step_drive``); returns y_{n+1} (``driven_stages`` without the stages)."""
+    return driven_stages(g, y, h, drive, tableau)[0]
 
 
 def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
@@ -210,6 +206,8 @@ def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
             fi = f0  # the stage sits at (t_n, y_n)
         else:
             fi = g(y + combine(tableau.a[i], ks), at[alphas.index(tableau.alpha[i])])
+        # each K scaled by c/h before summing (not ``combine(...) / h``): the same arithmetic
+        # as the fixed-step results the fit and the committed tables were computed with
         rhs = fi + sum(((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0), 0.0)
         if tableau.gammas[i] != 0.0:
             rhs = rhs + (tableau.gammas[i] * h) * dfdt
