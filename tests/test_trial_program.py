@@ -1,6 +1,6 @@
 """One compiled program for the BMD targets of many trials (fit/trial_program.py): padded to
-a group's shapes, it reads the same statistics as validate, and its gradient runs through the
-regimen table (the fitted agent constants)."""
+common shapes, whose padded steps and arms are skipped, it reads the same statistics as
+validate, and its gradient runs through the regimen table (the fitted agent constants)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -10,13 +10,13 @@ from bonecohort.cohort import make_chunk_runner
 from bonecohort.fit.calibrate import Objective, parse_free
 from bonecohort.fit.entry_screen import entry_runner, entry_values
 from bonecohort.fit.targets import parse_targets
-from bonecohort.fit.trial_program import shape_groups, trial_data, regimen_table
+from bonecohort.fit.trial_program import regimen_table
 from bonecohort.fit.trials import run_trials, target_value
 from bonecohort.model.params import hand_set_model
 from bonecohort.solve.life_course import prefix_steps
 
-# Two trials of different shapes (horizon, arms, regimens, prefix) that share one group, and
-# a third much longer one that gets its own.
+# Three trials of different shapes (horizon, arms, regimens, prefix), one of them much
+# longer than the others.
 TARGETS = """
 [target_set]
 name = "shared"
@@ -124,12 +124,20 @@ def objective():
     return Objective(ts, model, parse_free(FREE, model), jnp.float64, prior_sd=None)
 
 
-def test_trials_share_a_program_padded_to_their_group(objective):
+def test_trials_share_a_program_padded_to_common_shapes(objective):
     assert [p.name for p in objective.parts] == ["short", "mid", "long"]
     assert len({id(p.vg) for p in objective.parts}) == 1  # one function for every trial
     shapes = [{k: np.shape(v) for k, v in p.extra[0].plans._asdict().items()}
               for p in objective.parts]
-    assert shapes[0] == shapes[1] != shapes[2]  # "long" has its own shapes
+    assert shapes[0] == shapes[1] == shapes[2]
+    objective(objective.theta0)
+    assert objective.parts[0].vg._cache_size() == 1  # compiled once
+    # what runs: each trial's own steps and arms ("mid" and "long" have one arm, padded to 2)
+    live = [(int(p.extra[0].pre_live), p.extra[0].arm_live.tolist()) for p in objective.parts]
+    steps = [12 * objective.ts.trials[n].study.horizon_years for n in ("short", "mid", "long")]
+    assert [a for _, a in live] == [[steps[0]] * 2, [steps[1], 0], [steps[2], 0]]
+    assert [pre for pre, _ in live] == [prefix_steps(objective.ts.trials[n].study.grid)
+                                        for n in ("short", "mid", "long")]
 
 
 def test_padded_program_reads_what_validate_reads(objective):
@@ -175,10 +183,6 @@ def test_gradient_through_the_regimen_table_matches_finite_differences(objective
     np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-7 * np.abs(fd).max())
 
 
-def test_groups_keep_much_longer_trials_apart(objective):
-    ts = objective.ts
-    table = regimen_table(ts.trials.values())
+def test_regimen_table_holds_every_regimen_once(objective):
+    table = regimen_table(objective.ts.trials.values())
     assert [r.agent for r in table] == ["estradiol", "raloxifene"]
-    datas = [trial_data(ts.trials[n], [t for t in ts.targets if t.trial == n],
-                        objective.screened[n], table, jnp.float64) for n in ("short", "mid", "long")]
-    assert sorted(map(sorted, shape_groups(datas))) == [[0, 1], [2]]

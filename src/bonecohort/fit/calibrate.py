@@ -18,7 +18,7 @@ runs through the whole simulation (scan of implicit steps, fracture read-out).
 Optimizer: optax Adam on theta with a cosine-decaying step; the best iterate is kept. The
 shell (``fit`` here, CLI in cli.py) prints progress. Programs: the trials without fracture
 targets share one value-and-gradient function whose trial data are arguments
-(fit/trial_program.py: one compiled program per group of similar shapes); a trial with
+(fit/trial_program.py: padded to common shapes, one compiled program); a trial with
 fracture targets has its own (``trials.trial_function``).
 """
 
@@ -40,8 +40,7 @@ import numpy as np
 from bonecohort.cohort import cast_tree, reference_steady_state, with_x64
 from bonecohort.fit.parameters import Free, from_theta, to_theta
 from bonecohort.fit.targets import TargetSet, misfit
-from bonecohort.fit.trial_program import (bmd_values, padded, regimen_table, shape_groups,
-                                          trial_data)
+from bonecohort.fit.trial_program import bmd_values, padded, regimen_table, trial_data
 from bonecohort.fit.trials import run_trials, trial_function
 from bonecohort.reference_cache import outcome_setup
 
@@ -105,7 +104,7 @@ class Objective:
 
     def _add_shared(self, shared, steady, dtype):
         """One value-and-grad program for the trials of ``shared`` ((name, target indices,
-        targets)), each padded to its group's shapes (trial_program.py)."""
+        targets)), each padded to the shapes of all (trial_program.py)."""
         if not shared:
             return
         table = regimen_table(self.ts.trials.values())
@@ -118,12 +117,10 @@ class Objective:
         loss = self._loss(lambda model, data: bmd_values(cast_tree(model, dtype), steady, table,
                                                          solver, data))
         vg = jax.jit(jax.value_and_grad(loss, has_aux=True))
-        for group in shape_groups(datas):
-            for i in group:
-                name, idx, _ = shared[i]
-                data = padded(datas[i], [datas[j] for j in group], len(table))
-                self.parts.append(Part(np.asarray(idx), vg, name, loss, (data,),
-                                       len(data.reads.arm)))
+        for (name, idx, _), data in zip(shared, datas):
+            data = padded(data, datas, len(table))
+            self.parts.append(Part(np.asarray(idx), vg, name, loss, (data,),
+                                   len(data.reads.arm)))
 
     def _loss(self, values):
         """A part's piece of L: ``loss(theta, *extra, observed, tolerance, log_scale,

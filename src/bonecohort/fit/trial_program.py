@@ -6,16 +6,13 @@ taken in every step (``life_course.FixedPlan``) and the month indices its target
 Only the regimens' exposures depend on the constants (the fitted agent constants), and they
 are computed inside the program from a table of every regimen of the targets file
 (``protocol.exposure_rows``), each arm's regimen slots pointing into it. So one function
-``bmd_values(model, data)`` serves every trial without fracture targets: trials of a group
-are padded to the same shapes (zero-length steps, which the integrator skips; arms, read-outs
-and regimens that nothing reads; patients with weight 0) and call one compiled program. The
-statistics are those of ``trials.bmd_statistic`` (the same function ``validate`` uses).
-
-Grouping (``shape_groups``): trials whose follow-up has at least half the steps of the
-longest in the group share its shapes, since every patient of a group pays the group's
-longest follow-up and largest prefix (the public targets: three groups, 2-3, 4-7 and 25
-years; one objective evaluation costs ~20 % more than unpadded per-trial programs, for 3
-compilations instead of 10).
+``bmd_values(model, data)`` serves every trial without fracture targets: all trials are
+padded to the same shapes (steps, arms, read-outs, regimens and targets that nothing reads;
+patients with weight 0) and call one compiled program. The padded steps and arms cost
+nothing: each trial carries how many steps of its natural history and of each arm are live,
+and the integrator skips the rest by a conditional (``life_course.simulate_plan``'s
+``live``), so a 2-year trial padded to a 25-year one runs its own 2 years. The statistics
+are those of ``trials.bmd_statistic`` (the same function ``validate`` uses).
 """
 
 from __future__ import annotations
@@ -40,6 +37,8 @@ class TrialData(NamedTuple):
     slots: np.ndarray  # (arms, regimens) int: row of the regimen table (last row: none)
     weight: np.ndarray  # (P,) 1 for the trial's patients, 0 for padding
     reads: BmdRead  # (T,) per target; start, end (T, P)
+    pre_live: np.ndarray  # () int: steps of the natural history that run (the rest: padding)
+    arm_live: np.ndarray  # (arms,) int: steps of each arm that run (0: a padded arm)
 
 
 def regimen_table(trials) -> tuple:
@@ -63,26 +62,13 @@ def trial_data(trial, targets, res, table: tuple, dtype) -> TrialData:
                      dtype=np.int32).reshape(len(study.arms), most)
     arms = [a.name for a in study.arms]
     reads = [bmd_read(t, arms, res) for t in targets]
-    data = TrialData(res.patients, jax.device_get(plans), slots, np.ones(len(res.ids)),
-                     jax.tree.map(lambda *v: np.stack(v), *reads))
+    plans = jax.device_get(plans)
+    data = TrialData(res.patients, plans, slots, np.ones(len(res.ids)),
+                     jax.tree.map(lambda *v: np.stack(v), *reads),
+                     np.asarray(plans.pre_t.shape[-1]),
+                     np.full(len(study.arms), plans.t.shape[-1]))
     return jax.tree.map(lambda v: np.asarray(v, dtype) if np.issubdtype(
         np.asarray(v).dtype, np.floating) else np.asarray(v), data)
-
-
-def follow_up_steps(data: TrialData) -> int:
-    return data.plans.t.shape[-1]
-
-
-def shape_groups(datas: list) -> list:
-    """Indices of ``datas`` grouped to share padded shapes (module docstring)."""
-    order = sorted(range(len(datas)), key=lambda i: -follow_up_steps(datas[i]))
-    groups = []
-    for i in order:
-        if groups and 2 * follow_up_steps(datas[i]) >= follow_up_steps(datas[groups[-1][0]]):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 def _pad(x, shape, value):
@@ -98,7 +84,8 @@ def _pad_patients(tree, n):
 
 
 def padded(data: TrialData, like: list, table_size: int) -> TrialData:
-    """``data`` padded to the largest shapes among ``like`` (``TrialData`` of its group)."""
+    """``data`` padded to the largest shapes among ``like`` (``TrialData`` of every trial that
+    shares the program)."""
     n = max(len(d.weight) for d in like)
     arms = max(d.slots.shape[0] for d in like)
     regimens = max(d.slots.shape[1] for d in like)
@@ -121,14 +108,15 @@ def padded(data: TrialData, like: list, table_size: int) -> TrialData:
                     _pad(r.end, (n_targets, n), 0))
     return TrialData(_pad_patients(data.patients, n), plan,
                      _pad(data.slots, (arms, regimens), table_size), _pad(data.weight, (n,), 0.0),
-                     reads)
+                     reads, data.pre_live, _pad(data.arm_live, (arms,), 0))
 
 
 def bmd_values(model, steady, table: tuple, solver: str, data: TrialData):
     """Simulated statistics (T,) of the BMD targets of ``data`` under ``model`` (constants
     in the data's dtype); padded targets read 0."""
     exposures = exposure_rows(table, model.agents, len(table) + 1)[data.slots]  # last: none
-    lives = jax.vmap(lambda p, plan: simulate_plan(p, model, steady, plan, exposures, solver))(
-        data.patients, data.plans)
+    live = (data.pre_live, data.arm_live)  # not batched: the same for every patient
+    lives = jax.vmap(lambda p, plan: simulate_plan(p, model, steady, plan, exposures, solver,
+                                                   live))(data.patients, data.plans)
     bv = with_month_zero(lives.bmd_rel, jnp)
     return jax.vmap(lambda read: bmd_statistic(bv, read, data.weight, jnp))(data.reads)

@@ -286,25 +286,34 @@ def arm_exposures(arms: tuple, agents):
 
 
 def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposures,
-                  solver: str) -> LifeCourse:
+                  solver: str, live=None) -> LifeCourse:
     """``life_course`` on the fixed steps of ``plan`` with the regimens' ``exposures`` (arms,
     regimens, 6; ``arm_exposures``) and the Rosenbrock method ``solver``; with ``plan`` a
     ``PrefixPlan``, the natural history alone (the LifeCourse of no arm: its read-out fields
-    have an empty arms axis)."""
+    have an empty arms axis).
+
+    ``live``: None, or (steps of the natural history, steps of each arm (arms,)) that run, the
+    same for every patient (not batched): the rest of a plan padded to shapes shared with
+    other trials is skipped (``rosenbrock.integrate_steps``), and the arms run one after the
+    other so that a padded arm (0 steps) costs nothing (fit/trial_program.py)."""
     sites = patient_sites(patient, model.sites)
+    pre_live, arm_live = (None, None) if live is None else live
 
     def solve(ode, y0):
-        def run(t, h, inputs, y_start, out_steps=None):
+        def run(t, h, inputs, y_start, out_steps=None, n=None):
             return integrate_steps(ode.rates, ode.drive, y_start, sites, t, h, inputs,
-                                   METHODS[solver], out_steps, _readout)
+                                   METHODS[solver], out_steps, _readout, n)
 
         pre = plan.prefix()
-        y_entry, _ = run(pre.t, pre.h, combined_inputs(pre.ovary), y0)
+        y_entry, _ = run(pre.t, pre.h, combined_inputs(pre.ovary), y0, None, pre_live)
         if isinstance(plan, PrefixPlan):
             return y_entry, jnp.zeros((0, 0) + y_entry.shape[:1] + (2,), y_entry.dtype)
         inputs = jax.vmap(combined_inputs)(plan.ovary, plan.taken, exposures)
-        _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(
-            plan.t, plan.h, inputs, plan.out_steps)
+        arms = (plan.t, plan.h, inputs, plan.out_steps)
+        if arm_live is None:
+            _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(*arms)
+        else:
+            reads = jax.lax.map(lambda a: run(*a[:3], y_entry, *a[3:])[1], arms + (arm_live,))
         return y_entry, reads
 
     return life_course(patient, model, steady, plan.life_start, solve)

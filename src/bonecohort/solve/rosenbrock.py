@@ -272,20 +272,31 @@ def integrate_driven(rates, drive, y0, consts, t0, inputs, h, steps_per_output: 
 
 
 def integrate_steps(rates, drive, y0, consts, t, h, inputs, tableau: Tableau = RODAS3,
-                    out_steps=None, readout=None):
+                    out_steps=None, readout=None, live=None):
     """``integrate_driven`` on a grid of unequal steps: step k runs from ``t[k]`` for ``h[k]``
     (zero-length steps leave the state as it is), ``inputs`` leaves have leading axis steps.
 
     With ``out_steps`` (n_out,) int and ``readout(y) -> array``, also returns
     ``readout`` of the state after each step ``out_steps[j]`` (n_out, ...), captured in the
     loop (no per-step history is kept). Returns ``(y_final, outputs or None)``.
+
+    ``live`` (an int scalar that ``vmap`` does not batch: the same for every patient): only
+    steps ``k < live`` run (``_live_steps``), so one compiled program serves grids padded to a
+    common length at about the cost of the live steps (fit/trial_program.py).
     """
+    def advance(y, tk, hk, u):
+        ok = hk > 0
+        y1 = _advance(rates, drive, y, consts, tk, jnp.where(ok, hk, 1.0), u, tableau)
+        return jnp.where(ok, y1, y)
+
+    if live is not None:
+        y, history = _live_steps(advance, readout, y0, t, h, inputs, live)
+        return y, None if out_steps is None else history[out_steps]
+
     def step(carry, k_thu):
         y, outs = carry
         k, tk, hk, u = k_thu
-        live = hk > 0
-        y1 = _advance(rates, drive, y, consts, tk, jnp.where(live, hk, 1.0), u, tableau)
-        y1 = jnp.where(live, y1, y)
+        y1 = advance(y, tk, hk, u)
         if outs is not None:
             hit = out_steps == k
             outs = jnp.where(hit.reshape((-1,) + (1,) * (outs.ndim - 1)), readout(y1)[None],
@@ -298,6 +309,53 @@ def integrate_steps(rates, drive, y0, consts, t, h, inputs, tableau: Tableau = R
     start = batched_start(t[0], (y0, outs0))
     (y, outs), _ = jax.lax.scan(step, start, (k, t, h, inputs))
     return y, outs
+
+
+# Steps per block of ``_live_steps`` (a year of monthly steps). Under reverse mode a skipped
+# branch must still write the residuals that a live one keeps for the gradient (zeros, one
+# array per intermediate of the step and its Jacobian): ~1 ms per skipped step of 128
+# patients on the 2-core CPU. Blocks are checkpointed, so what a block keeps is its inputs
+# and a skipped block costs next to nothing; the live blocks' forward pass runs again in the
+# gradient (benchmarks/RESULTS.md, 2026-12-07).
+LIVE_BLOCK = 12
+
+
+def _live_steps(advance, readout, y0, t, h, inputs, live):
+    """Steps ``k < live`` of ``advance(y, t_k, h_k, u_k)``, in checkpointed blocks of
+    ``LIVE_BLOCK``: a block that starts at or after ``live`` is skipped by ``lax.cond`` (a
+    branch, not a select, where ``live`` is not batched), steps after ``live`` inside a block
+    are given length 0.
+    Returns the final state and the per-step history of ``readout`` (steps, ...) or None."""
+    n = t.shape[0]
+    blocks = -(-n // LIVE_BLOCK)
+
+    def split(x):
+        x = jnp.pad(x, [(0, blocks * LIVE_BLOCK - n)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((blocks, LIVE_BLOCK) + x.shape[1:])
+
+    k = jnp.arange(blocks * LIVE_BLOCK).reshape(blocks, LIVE_BLOCK)
+    xs = jax.tree.map(split, (t, h, inputs))
+    read = readout or (lambda y: jnp.zeros((0,), y.dtype))
+
+    def one(y, k_thu):
+        kk, tk, hk, u = k_thu
+        y1 = advance(y, tk, jnp.where(kk < live, hk, 0.0), u)
+        return y1, read(y1)
+
+    @jax.checkpoint
+    def run(y, kb, xb):
+        return jax.lax.scan(one, y, (kb,) + xb)
+
+    def skip(y, kb, xb):
+        return y, jnp.broadcast_to(read(y), (LIVE_BLOCK,) + jax.eval_shape(read, y).shape)
+
+    def block(y, kx):
+        kb, xb = kx
+        return jax.lax.cond(kb[0] < live, run, skip, y, kb, xb)
+
+    y, history = jax.lax.scan(block, batched_start(t[0], y0), (k, xs))
+    history = history.reshape((blocks * LIVE_BLOCK,) + history.shape[2:])
+    return y, history if readout is not None else None
 
 
 def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
