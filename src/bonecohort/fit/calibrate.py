@@ -29,6 +29,7 @@ import datetime as _dt
 import math
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 from importlib import metadata
@@ -43,6 +44,11 @@ from bonecohort.fit.targets import TargetSet, misfit
 from bonecohort.fit.trial_program import bmd_values, padded, regimen_table, trial_data
 from bonecohort.fit.trials import run_trials, trial_function
 from bonecohort.reference_cache import outcome_setup
+
+
+# Parts evaluated at once: their programs compile side by side on the first call (tracing
+# holds Python's lock, XLA does not) and run side by side after (benchmarks/RESULTS.md).
+PART_THREADS = 2
 
 
 class Part(NamedTuple):
@@ -160,6 +166,21 @@ class Objective:
         d = (theta - self.theta0) / sd
         return jnp.sum(d ** 2), 2.0 * d / sd
 
+    def map_parts(self, fn) -> list:
+        """``[fn(part) for part in self.parts]``, ``PART_THREADS`` parts at a time (64-bit
+        types enabled in each thread); each part's program is deterministic, so the results
+        do not depend on the threads. The first part of each distinct program goes first, so
+        that on the first call the programs compile side by side instead of a thread waiting
+        for another to compile the program they share."""
+        parts = self.parts
+        first = {}
+        for i, part in enumerate(parts):
+            first.setdefault(id(part.loss), i)
+        order = sorted(range(len(parts)), key=lambda i: (first[id(parts[i].loss)] != i, i))
+        with ThreadPoolExecutor(PART_THREADS) as pool:
+            done = dict(zip(order, pool.map(with_x64(lambda i: fn(parts[i])), order)))
+        return [done[i] for i in range(len(parts))]
+
     @with_x64
     def __call__(self, theta, with_prior: bool = True):
         """(L, dL/dtheta, simulated value of every target in file order; targets of trials
@@ -167,8 +188,8 @@ class Objective:
         theta = jnp.asarray(theta, jnp.float64)
         total, grad = self.prior(theta) if with_prior else (0.0, jnp.zeros_like(theta))
         sim = np.zeros(len(self.ts.targets))
-        for part in self.parts:
-            (loss, values), g = part.vg(theta, *self.arguments(part))
+        results = self.map_parts(lambda part: part.vg(theta, *self.arguments(part)))
+        for part, ((loss, values), g) in zip(self.parts, results):  # summed in file order
             total, grad = total + loss, grad + g
             sim[part.idx] = np.asarray(values, np.float64)[:len(part.idx)]
         return float(total), np.asarray(grad, np.float64), sim

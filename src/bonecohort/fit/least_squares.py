@@ -54,7 +54,9 @@ def simulate_with_jacobian(objective, theta):
     for part in objective.parts:
         if id(part.loss) not in cache:  # trials that share a program share its Jacobian
             cache[id(part.loss)] = jacobian_program(part.loss)
-        s, j = cache[id(part.loss)](theta, *objective.arguments(part))
+    results = objective.map_parts(
+        lambda part: cache[id(part.loss)](theta, *objective.arguments(part)))
+    for part, (s, j) in zip(objective.parts, results):
         k = len(part.idx)
         sim[part.idx] = np.asarray(s, np.float64)[:k]
         jac[part.idx] = np.asarray(j, np.float64)[:k]
