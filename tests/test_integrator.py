@@ -4,9 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jax
+
 from bonecohort.solve.rosenbrock import (RODAS3, RODAS4, ROS2, _inverse_small, _solve_small,
-                                         dense_value, driven_stages, rosenbrock_step,
-                                         step_drive)
+                                         dense_value, driven_stages, integrate_steps,
+                                         rosenbrock_step, step_drive)
 from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.fit.parameters import default_model
@@ -99,6 +101,32 @@ def dense_errors(tableau, stiffness, fractions=(0.25, 0.5, 0.75)):
         rows.append([abs(float(dense_value(tableau, y0, y1, ks, s)[0]) - np.sin(t0 + s * h))
                      for s in fractions])
     return np.array(rows)
+
+
+def test_live_steps_run_exactly_the_unpadded_grid():
+    """``integrate_steps(..., live=n)`` on a grid padded with real (non-zero) steps gives the
+    state, read-outs and gradient of the first n steps alone: the padding is skipped, in and
+    across the checkpointed blocks (n = 30 is not a multiple of the block)."""
+    f = lambda z, d, c: -c * (z - jnp.sin(d)) + jnp.cos(d)  # noqa: E731 (Prothero-Robinson)
+    n, pad, h = 30, 17, 0.05
+    t = jnp.arange(n + pad) * h
+    steps, u = jnp.full(n + pad, h), jnp.zeros(n + pad)
+    outs = jnp.array([4, 11, 29])
+
+    def run(c, live, m):
+        return integrate_steps(f, lambda s, v: s + v, jnp.zeros((2, 1)), c, t[:m], steps[:m],
+                               u[:m], RODAS3, outs, lambda y: y[:, 0], live)
+
+    c = jnp.array([10.0, 1000.0])
+    y_ref, o_ref = run(c, None, n)
+    y_live, o_live = run(c, n, n + pad)
+    np.testing.assert_allclose(y_live, y_ref, rtol=1e-13)
+    np.testing.assert_allclose(o_live, o_ref, rtol=1e-13)
+    assert not np.allclose(run(c, None, n + pad)[0], y_ref)  # the padding would move it
+    g_ref = jax.grad(lambda c: run(c, None, n)[1].sum())(c)
+    g_live = jax.grad(lambda c: run(c, n, n + pad)[1].sum())(c)
+    assert np.all(np.abs(g_ref) > 0)
+    np.testing.assert_allclose(g_live, g_ref, rtol=1e-12)
 
 
 def test_dense_output_of_rodas4_has_order_three():

@@ -138,7 +138,9 @@ def _exact(objective, theta):
     for part in objective.parts:
         if id(part.loss) not in cache:  # trials that share a program share its curvature
             cache[id(part.loss)] = _curvature_fn(part.loss)
-        (h, j), s = cache[id(part.loss)](jnp.asarray(theta), *objective.arguments(part))
+    results = objective.map_parts(
+        lambda part: cache[id(part.loss)](jnp.asarray(theta), *objective.arguments(part)))
+    for part, ((h, j), s) in zip(objective.parts, results):  # summed in file order
         n = len(part.idx)
         hess += np.asarray(h, np.float64)
         jac[part.idx] = np.asarray(j, np.float64)[:n]
@@ -158,14 +160,15 @@ def _differences(objective, theta, step):
         (_, s), g = part.vg(jnp.asarray(at), *objective.arguments(part))
         return np.asarray(s, np.float64)[:len(part.idx)], np.asarray(g, np.float64)
 
+    def at(point):  # every part at ``point``, in file order
+        return zip(objective.parts, objective.map_parts(lambda part: evaluate(part, point)))
+
     for i, e in enumerate(np.eye(p) * step):
-        for part in objective.parts:
-            s_hi, g_hi = evaluate(part, theta + e)
-            s_lo, g_lo = evaluate(part, theta - e)
+        for (part, (s_hi, g_hi)), (_, (s_lo, g_lo)) in zip(at(theta + e), at(theta - e)):
             parts[part.name][:, i] = (g_hi - g_lo) / (2 * step)
             jac[part.idx, i] = (s_hi - s_lo) / (2 * step)
-    for part in objective.parts:
-        sim[part.idx] = evaluate(part, theta)[0]
+    for part, (s, _) in at(theta):
+        sim[part.idx] = s
     return sum(parts.values()), jac, sim, parts
 
 

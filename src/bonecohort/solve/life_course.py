@@ -9,7 +9,9 @@ The prefix starts at peak bone mass: ``prefix_years = ceil(age_max - 30)``, so e
 starts at an age between 29 and 30, at steady state with her or his own untreated hormones.
 Bone volume is normalized to 1 at the start; the site's BMD is its peak value times BV.
 Treatment starts at entry or later, so the natural history is simulated once and each arm
-continues from the state at entry; arms are vmapped (one compiled branch for all arms).
+continues from the state at entry; arms are vmapped (one compiled branch for all arms), or
+run one after the other where a fit's padded plan says how many steps are live
+(``simulate_plan``).
 """
 
 from __future__ import annotations

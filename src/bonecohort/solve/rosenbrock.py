@@ -282,7 +282,8 @@ def integrate_steps(rates, drive, y0, consts, t, h, inputs, tableau: Tableau = R
 
     ``live`` (an int scalar that ``vmap`` does not batch: the same for every patient): only
     steps ``k < live`` run (``_live_steps``), so one compiled program serves grids padded to a
-    common length at about the cost of the live steps (fit/trial_program.py).
+    common length at about the cost of the live steps (fit/trial_program.py); the read-outs
+    are then gathered from the per-step history of ``readout``.
     """
     def advance(y, tk, hk, u):
         ok = hk > 0
