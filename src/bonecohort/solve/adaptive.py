@@ -29,8 +29,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bonecohort.solve.rosenbrock import (Tableau, batched_start, combine, dense_value,
-                                         driven_stages, step_drive)
+from bonecohort.solve.rosenbrock import (Tableau, advance_stages, batched_start, combine,
+                                         dense_value)
 
 
 def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau,
@@ -88,9 +88,7 @@ def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau
 def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
     """One step of the B systems from (t, y): y_{n+1}, the stage increments and the error
     norm (module docstring)."""
-    d = step_drive(lambda s: drive(s, u), t, h, tableau)
-    y1, ks = jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
-                                                   tableau))(y, consts)
+    y1, ks = advance_stages(rates, drive, y, consts, t, h, u, tableau)
     scale = rtol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
     return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
 

@@ -312,11 +312,13 @@ def simulate_plan(patient, model: ModelParams, steady, plan: FixedPlan, exposure
             return y_entry, jnp.zeros((0, 0) + y_entry.shape[:1] + (2,), y_entry.dtype)
         inputs = jax.vmap(combined_inputs)(plan.ovary, plan.taken, exposures)
         arms = (plan.t, plan.h, inputs, plan.out_steps)
+
+        def arm_reads(t, h, u, out_steps, n=None):
+            return run(t, h, u, y_entry, out_steps, n)[1]
+
         if arm_live is None:
-            _, reads = jax.vmap(lambda t, h, u, o: run(t, h, u, y_entry, o))(*arms)
-        else:
-            reads = jax.lax.map(lambda a: run(*a[:3], y_entry, *a[3:])[1], arms + (arm_live,))
-        return y_entry, reads
+            return y_entry, jax.vmap(arm_reads)(*arms)
+        return y_entry, jax.lax.map(lambda a: arm_reads(*a), arms + (arm_live,))
 
     return life_course(patient, model, steady, plan.life_start, solve)
 

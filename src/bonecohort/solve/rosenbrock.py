@@ -236,11 +236,17 @@ def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
                        tableau)
 
 
-def _advance(rates, drive, y, consts, t, h, u, tableau: Tableau):
-    """One step of B systems that share the drive (see ``integrate_driven``)."""
+def advance_stages(rates, drive, y, consts, t, h, u, tableau: Tableau):
+    """One step of B systems that share the drive (see ``integrate_driven``): y_{n+1} (B, n)
+    and the stage increments of each system (``driven_stages``)."""
     d = step_drive(lambda s: drive(s, u), t, h, tableau)
-    return jax.vmap(lambda yb, cb: driven_step(lambda z, db: rates(z, db, cb), yb, h, d,
-                                               tableau))(y, consts)
+    return jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
+                                                 tableau))(y, consts)
+
+
+def _advance(rates, drive, y, consts, t, h, u, tableau: Tableau):
+    """y_{n+1} of ``advance_stages``."""
+    return advance_stages(rates, drive, y, consts, t, h, u, tableau)[0]
 
 
 def integrate_driven(rates, drive, y0, consts, t0, inputs, h, steps_per_output: int,
@@ -348,7 +354,8 @@ def _live_steps(advance, readout, y0, t, h, inputs, live):
         return jax.lax.scan(one, y, (kb,) + xb)
 
     def skip(y, kb, xb):
-        return y, jnp.broadcast_to(read(y), (LIVE_BLOCK,) + jax.eval_shape(read, y).shape)
+        r = read(y)
+        return y, jnp.broadcast_to(r, (LIVE_BLOCK,) + r.shape)
 
     def block(y, kx):
         kb, xb = kx
