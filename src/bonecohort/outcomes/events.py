@@ -39,7 +39,8 @@ def uniform(key, shape: tuple, dtype):
     order, so a flat draw of the same count reshaped gives the same bits; checked bitwise with
     jax 0.10). The flat draw is what XLA's CPU compiler handles well: vmapped over a chunk, a
     (years, sites) draw became a three-dimensional threefry kernel that took 0.2-0.4 s of
-    LLVM time each (four of them were half of the outcome code's compile), a flat one ~4x less.
+    LLVM time each (four of them, over a third of the outcome code's LLVM time), a flat one ~4x
+    less (benchmarks/RESULTS.md).
     """
     size = int(np.prod(shape, dtype=int))
     return jax.random.uniform(key, (size,), jnp.float32).reshape(shape).astype(dtype)
