@@ -181,6 +181,17 @@ class Objective:
             done = dict(zip(order, pool.map(with_x64(lambda i: fn(parts[i])), order)))
         return [done[i] for i in range(len(parts))]
 
+    def call_programs(self, name: str, make, theta) -> list:
+        """``program(theta, *arguments(part))`` for every part (``map_parts``), ``program``
+        being ``make(part.loss)``: one per distinct loss (trials that share a value-and-grad
+        program share its derivative programs too), built once and kept on the objective
+        under ``name``."""
+        cache = self.__dict__.setdefault(name, {})
+        for part in self.parts:
+            if id(part.loss) not in cache:
+                cache[id(part.loss)] = make(part.loss)
+        return self.map_parts(lambda part: cache[id(part.loss)](theta, *self.arguments(part)))
+
     @with_x64
     def __call__(self, theta, with_prior: bool = True):
         """(L, dL/dtheta, simulated value of every target in file order; targets of trials

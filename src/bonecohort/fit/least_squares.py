@@ -50,12 +50,7 @@ def simulate_with_jacobian(objective, theta):
     theta = jnp.asarray(theta, jnp.float64)
     n, p = len(objective.ts.targets), theta.shape[0]
     sim, jac = np.zeros(n), np.zeros((n, p))
-    cache = objective.__dict__.setdefault("_jacobian", {})
-    for part in objective.parts:
-        if id(part.loss) not in cache:  # trials that share a program share its Jacobian
-            cache[id(part.loss)] = jacobian_program(part.loss)
-    results = objective.map_parts(
-        lambda part: cache[id(part.loss)](theta, *objective.arguments(part)))
+    results = objective.call_programs("_jacobian", jacobian_program, theta)
     for part, (s, j) in zip(objective.parts, results):
         k = len(part.idx)
         sim[part.idx] = np.asarray(s, np.float64)[:k]

@@ -134,12 +134,7 @@ def _exact(objective, theta):
     p = theta.shape[0]
     hess, jac = np.zeros((p, p)), np.zeros((len(objective.ts.targets), p))
     sim = np.zeros(len(objective.ts.targets))
-    cache = objective.__dict__.setdefault("_curvature", {})
-    for part in objective.parts:
-        if id(part.loss) not in cache:  # trials that share a program share its curvature
-            cache[id(part.loss)] = _curvature_fn(part.loss)
-    results = objective.map_parts(
-        lambda part: cache[id(part.loss)](jnp.asarray(theta), *objective.arguments(part)))
+    results = objective.call_programs("_curvature", _curvature_fn, jnp.asarray(theta))
     for part, ((h, j), s) in zip(objective.parts, results):  # summed in file order
         n = len(part.idx)
         hess += np.asarray(h, np.float64)
