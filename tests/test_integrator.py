@@ -6,6 +6,7 @@ import pytest
 
 import jax
 
+from bonecohort.solve.adaptive import integrate_adaptive, integrate_segments
 from bonecohort.solve.rosenbrock import (RODAS3, RODAS4, ROS2, _inverse_small, _solve_small,
                                          dense_value, driven_stages, integrate_steps,
                                          rosenbrock_step, step_drive)
@@ -228,3 +229,72 @@ def test_study_step_settings_are_checked(extra, field):
             'age_max = 60\n[[arms]]\nname = "none"\n')
     with pytest.raises(ConfigError, match=re.escape(f"x.toml: [study] {field}:")):
         parse_study(text, "x.toml")
+
+
+def _segment_problem():
+    """A small stiff problem with a drive and exposures: y0 relaxes at rate c towards
+    u cos(t), y1 follows y0 (one system per c); segment 0 from 0 to 2, two arms from 2 to 4
+    with their own switches and exposures."""
+    def rates(y, d, c):
+        return jnp.stack([-c * (y[0] - d), y[0] - y[1]])
+
+    def drive(t, u):
+        return u * jnp.cos(t)
+
+    stops = jnp.array([[0.0, 1.0, 2.0], [2.0, 2.5, 4.0], [2.0, 3.0, 4.0]])
+    inputs = jnp.array([[1.0, 0.5], [2.0, -1.0], [0.0, 3.0]])
+    out = jnp.array([2.25, 2.5, 3.0, 3.5, 4.0])
+    return rates, drive, stops, inputs, out
+
+
+@pytest.mark.parametrize("tableau", [RODAS4, RODAS3])
+def test_segments_in_one_loop_match_segments_one_after_the_other(tableau):
+    """``integrate_segments`` moves each system to its next segment as soon as it finishes
+    one; under vmap over systems of different stiffness it gives what each segment gives on
+    its own (``integrate_adaptive``, arms started from segment 0's end state)."""
+    rates, drive, stops, inputs, out = _segment_problem()
+    y0 = jnp.array([[0.0, 1.0]])
+
+    def together(c):
+        return integrate_segments(rates, drive, y0, c[None], stops, inputs, tableau, 1e-5,
+                                  0.01, 500, lambda y: y[0, 1], out)
+
+    def apart(c):
+        def segment(k, y_start):
+            return integrate_adaptive(rates, drive, y_start, c[None], stops[k], inputs[k],
+                                      tableau, 1e-5, 0.01, 500, lambda y: y[0, 1], out)
+
+        run = [segment(0, y0)]
+        run += [segment(k, run[0][0]) for k in (1, 2)]
+        return run[0][0], jnp.stack([r[1] for r in run]), jnp.stack([r[2] for r in run])
+
+    c = jnp.array([1.0, 30.0, 1000.0])
+    y_t, reads_t, steps_t = jax.vmap(together)(c)
+    y_a, reads_a, steps_a = jax.vmap(apart)(c)
+    np.testing.assert_array_equal(steps_t, steps_a)
+    assert len(np.unique(np.asarray(steps_t).sum(1))) == 3  # the systems' loops differ
+    np.testing.assert_allclose(y_t, y_a, rtol=1e-6)
+    np.testing.assert_allclose(reads_t[:, 1:], reads_a[:, 1:], rtol=1e-6)
+    assert np.all(np.isfinite(reads_t[:, 1:])) and np.ptp(np.asarray(reads_t[:, 1:])) > 0.1
+
+
+def test_a_segment_out_of_steps_reads_nan_and_the_others_run_on():
+    """A segment that has not reached its end after ``max_steps`` steps reads NaN; the other
+    segments are unaffected; when it is segment 0, the later segments start from NaN."""
+    rates, drive, stops, inputs, out = _segment_problem()
+    y0 = jnp.array([[0.0, 1.0]])
+    c = jnp.array([2000.0])
+    full = integrate_segments(rates, drive, y0, c, stops, inputs, RODAS4, 1e-5, 0.01, 500,
+                              lambda y: y[0, 1], out)
+    n = np.asarray(full[2])
+    k = int(np.argmax(n[1:])) + 1  # the arm that needs more steps
+    limit = int(n[k]) - 1
+    assert n[3 - k] <= limit and n[0] <= limit
+    short = integrate_segments(rates, drive, y0, c, stops, inputs, RODAS4, 1e-5, 0.01, limit,
+                               lambda y: y[0, 1], out)
+    assert np.all(np.isnan(short[1][k])) and int(short[2][k]) == limit
+    np.testing.assert_array_equal(short[1][3 - k], full[1][3 - k])
+    np.testing.assert_array_equal(short[0], full[0])
+    first = integrate_segments(rates, drive, y0, c, stops, inputs, RODAS4, 1e-5, 0.01,
+                               int(n[0]) - 1, lambda y: y[0, 1], out)
+    assert np.all(np.isnan(first[0])) and np.all(np.isnan(first[1][1:]))

@@ -44,45 +44,92 @@ def integrate_adaptive(rates, drive, y0, consts, stops, inputs, tableau: Tableau
     stretch would be rejected several times in the transient that follows);
     ``out_times`` (n_out,) sorted times in (stops[0], stops[-1]] where ``readout(y) -> array``
     is taken. Returns ``(y_final, reads (n_out, ...), steps)``; NaN where ``max_steps`` steps
-    (accepted and rejected) did not reach the end.
+    (accepted and rejected) did not reach the end. (``integrate_segments`` with one segment.)
+    """
+    y, reads, steps = integrate_segments(rates, drive, y0, consts, stops[None],
+                                         jax.tree.map(lambda v: v[None], inputs), tableau,
+                                         rtol, h0, max_steps, readout, out_times)
+    return y, reads[0], steps[0]
+
+
+def integrate_segments(rates, drive, y0, consts, stops, inputs, tableau: Tableau,
+                       rtol: float, h0, max_steps: int, readout, out_times):
+    """``integrate_adaptive`` over G segments in one loop: segment 0 runs from ``y0``, every
+    later segment from the state at the end of segment 0 (a life course's natural history,
+    then each arm from entry). ``stops`` (G, S); ``inputs`` leaves (G, S - 1, ...).
+
+    A system moves on to its next segment as soon as it finishes one, so under ``jax.vmap``
+    the loop runs for the largest *total* number of steps in the batch, not the sum over
+    segments of each segment's slowest system (on the default study 87 against 110 steps of
+    4,096 patients, benchmarks/RESULTS.md). Each segment has its own ``max_steps``.
+    Returns ``(y at the end of segment 0, reads (G, n_out, ...), steps (G,))``; a segment that
+    did not reach its end reads NaN (segment 0: the returned state too).
     """
     if not tableau.e:
         raise ValueError(f"{tableau.name} has no embedded error estimate: use rodas3 or rodas4")
     restart = jnp.ones(stops.shape, bool)  # a stop where the step restarts from h0
     if not tableau.dense:
-        stops, inputs, restart = _with_read_stops(stops, inputs, out_times)
+        stops, inputs, restart = jax.vmap(_with_read_stops, (0, 0, None))(stops, inputs,
+                                                                            out_times)
     q = float(tableau.error_order)
-    n_stops = stops.shape[0]
+    n_seg, n_stops = stops.shape
     reads0 = jnp.zeros(out_times.shape + jax.eval_shape(readout, y0).shape, y0.dtype)
+    h0 = jnp.asarray(h0, y0.dtype)
+    segs = jnp.arange(n_seg)
+
+    def bank_reads(bank, reads, ended, g):
+        """The read-outs of a segment that just ended, into its row of ``bank``."""
+        into = (ended & (segs == g - 1)).reshape((-1,) + (1,) * (bank.ndim - 1))
+        return jnp.where(into, reads[None], bank)
 
     def body(state):
-        t, y, h, i, reads, n = state
-        gap = stops[i] - t
+        t, y, h, i, n, g, reads, bank, ended, y_branch, steps, failed = state
+        # the previous step's segment read-outs are banked here, from the carried array:
+        # selected into all G rows in the step that computes them, XLA would evaluate the
+        # continuous extension once per row
+        bank = bank_reads(bank, reads, ended, g)
+        reads = jnp.where(ended, 0.0, reads)
+        gap = stops[g, i] - t
         land = h >= gap
         empty = gap <= 0  # two stops at the same time
         hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
-        u = jax.tree.map(lambda v: v[jnp.maximum(i - 1, 0)], inputs)
+        u = jax.tree.map(lambda v: v[g, jnp.maximum(i - 1, 0)], inputs)
         y1, ks, err = _attempt(rates, drive, consts, tableau, rtol, t, y, hs, u)
         ok = empty | (err <= 1.0)
         y1 = jnp.where(empty, y, y1)
         factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
         factor = jnp.where(jnp.isfinite(err), factor, 0.2)
         arrived = ok & (land | empty)
-        t_new = jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t))
-        reads = _read(tableau, readout, out_times, reads, t, hs, t_new, (y, y1, ks))
-        h_next = jnp.where(arrived & restart[i], jnp.minimum(hs * factor, h0),
+        t_new = jnp.where(arrived, stops[g, i], jnp.where(ok, t + hs, t))
+        inside, values = _read(tableau, readout, out_times, t, hs, t_new, (y, y1, ks))
+        reads = jnp.where(inside, values, reads)
+        h_next = jnp.where(arrived & restart[g, i], jnp.minimum(hs * factor, h0),
                            jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
         h_next = jnp.where(empty, h, h_next)
-        return (t_new, jnp.where(ok, y1, y), h_next, jnp.where(arrived, i + 1, i), reads, n + 1)
+        y_new, i_new, n_new = jnp.where(ok, y1, y), jnp.where(arrived, i + 1, i), n + 1
+        # the segment ends on its last stop, or without reaching it after max_steps
+        end = (i_new >= n_stops) | (n_new >= max_steps)
+        fail = end & (i_new < n_stops)
+        y_branch = jnp.where(end & (g == 0), jnp.where(fail, jnp.nan, y_new), y_branch)
+        steps = jnp.where(end & (segs == g), n_new, steps)
+        failed = failed | (fail & (segs == g))
+        g_next = jnp.where(end, g + 1, g)
+        t_start = stops[jnp.minimum(g_next, n_seg - 1), 0]
+        return (jnp.where(end, t_start, t_new), jnp.where(end, y_branch, y_new),
+                jnp.where(end, h0, h_next), jnp.where(end, 1, i_new),
+                jnp.where(end, 0, n_new), g_next, reads, bank, end, y_branch, steps, failed)
 
     def cond(state):
-        return (state[3] < n_stops) & (state[5] < max_steps)
+        return state[5] < n_seg
 
-    start = (stops[0],) + batched_start(stops[0], (y0, jnp.asarray(h0, y0.dtype),
-                                                    jnp.asarray(1), reads0, jnp.asarray(0)))
-    _, y, _, i, reads, n = jax.lax.while_loop(cond, body, start)
-    done = i >= n_stops
-    return (jnp.where(done, y, jnp.nan), jnp.where(done, reads, jnp.nan), n)
+    start = (stops[0, 0],) + batched_start(stops[0, 0], (
+        y0, h0, jnp.asarray(1), jnp.asarray(0), jnp.asarray(0), reads0,
+        jnp.zeros((n_seg,) + reads0.shape, reads0.dtype), jnp.asarray(False), y0,
+        jnp.zeros((n_seg,), jnp.asarray(0).dtype), jnp.zeros((n_seg,), bool)))
+    *_, g, reads, bank, ended, y_branch, steps, failed = jax.lax.while_loop(cond, body, start)
+    bank = bank_reads(bank, reads, ended, g)
+    bank = jnp.where(failed.reshape((-1,) + (1,) * (bank.ndim - 1)), jnp.nan, bank)
+    return y_branch, bank, steps
 
 
 def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
@@ -93,17 +140,18 @@ def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
     return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
 
 
-def _read(tableau: Tableau, readout, out_times, reads, t, hs, t_new, step):
-    """``reads`` with the read-outs in (t, t_new] taken from the accepted step (``step`` =
-    (y_n, y_{n+1}, stage increments)) by its continuous extension; without one, read-outs
-    are stops, so each falls on the step's end."""
+def _read(tableau: Tableau, readout, out_times, t, hs, t_new, step):
+    """Which read-outs fall in (t, t_new] (shaped to broadcast against them) and their
+    values from the accepted step (``step`` = (y_n, y_{n+1}, stage increments)) by its
+    continuous extension; without one, read-outs are stops, so each falls on the step's
+    end."""
     y, y1, ks = step
-    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
+    value = jax.eval_shape(readout, y)
+    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * len(value.shape))
     if not tableau.dense:
-        return jnp.where(inside, readout(y1)[None], reads)
+        return inside, readout(y1)[None]
     s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
-    return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s),
-                     reads)
+    return inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s)
 
 
 def _with_read_stops(stops, inputs, out_times):

@@ -30,7 +30,7 @@ from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
 from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
 from bonecohort.population import Patient
-from bonecohort.solve.adaptive import integrate_adaptive
+from bonecohort.solve.adaptive import integrate_segments
 from bonecohort.solve.rosenbrock import METHODS, integrate_steps
 
 
@@ -344,24 +344,17 @@ def _controlled_steps(patient, model, arms, grid: Grid, ode: SiteODE, y0):
     and the read-outs (arms, read-outs, sites, 2).
 
     Segments: the natural history (untreated) to entry, then each arm from entry, one after
-    the other in a scan over one compiled loop. Under vmap over patients each segment's loop
-    runs until that segment's slowest patient is done (arms side by side would all wait for
-    the slowest arm)."""
+    the other in one loop (``integrate_segments``): under vmap over patients a patient moves
+    on to her next segment as soon as she finishes one, and the loop runs for the largest
+    total of steps in the batch (arms side by side would all wait for the slowest arm)."""
     sites = patient_sites(patient, model.sites)
     life_start = patient.age_entry - grid.prefix_years
     tableau = METHODS[grid.solver]
     h0 = jnp.asarray(SWITCH_STEP_DAYS, y0.dtype)
     limit = grid.max_steps_per_year * (grid.prefix_years + grid.horizon_years)
     days, inputs, out_days = _segments(patient, model, arms, grid, life_start)
-
-    def segment(y_entry, k_du):
-        k, d, u = k_du
-        y_end, reads, _ = integrate_adaptive(ode.rates, ode.drive, jnp.where(k == 0, y0, y_entry),
-                                             sites, d, u, tableau, grid.rtol, h0, limit,
-                                             _readout, out_days)
-        return jnp.where(k == 0, y_end, y_entry), reads
-
-    y_entry, reads = jax.lax.scan(segment, y0, (jnp.arange(len(arms) + 1), days, inputs))
+    y_entry, reads, _ = integrate_segments(ode.rates, ode.drive, y0, sites, days, inputs, tableau,
+                                           grid.rtol, h0, limit, _readout, out_days)
     return y_entry, reads[1:]
 
 
