@@ -26,6 +26,8 @@ the batch a patient is computed in.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -71,10 +73,9 @@ def integrate_segments(rates, drive, y0, consts, stops, inputs, tableau: Tableau
     if not tableau.dense:
         stops, inputs, restart = jax.vmap(_with_read_stops, (0, 0, None))(stops, inputs,
                                                                             out_times)
-    q = float(tableau.error_order)
+    problem = _Problem(rates, drive, consts, tableau, rtol, jnp.asarray(h0, y0.dtype), readout,
+                       out_times)
     n_seg, n_stops = stops.shape
-    reads0 = jnp.zeros(out_times.shape + jax.eval_shape(readout, y0).shape, y0.dtype)
-    h0 = jnp.asarray(h0, y0.dtype)
     segs = jnp.arange(n_seg)
 
     def bank_reads(bank, reads, ended, g):
@@ -84,52 +85,73 @@ def integrate_segments(rates, drive, y0, consts, stops, inputs, tableau: Tableau
 
     def body(state):
         t, y, h, i, n, g, reads, bank, ended, y_branch, steps, failed = state
-        # the previous step's segment read-outs are banked here, from the carried array:
-        # selected into all G rows in the step that computes them, XLA would evaluate the
-        # continuous extension once per row
+        # banked from the carried array: selected into G rows where they are computed, XLA
+        # would evaluate the continuous extension G times
         bank = bank_reads(bank, reads, ended, g)
-        reads = jnp.where(ended, 0.0, reads)
-        gap = stops[g, i] - t
-        land = h >= gap
-        empty = gap <= 0  # two stops at the same time
-        hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
-        u = jax.tree.map(lambda v: v[g, jnp.maximum(i - 1, 0)], inputs)
-        y1, ks, err = _attempt(rates, drive, consts, tableau, rtol, t, y, hs, u)
-        ok = empty | (err <= 1.0)
-        y1 = jnp.where(empty, y, y1)
-        factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
-        factor = jnp.where(jnp.isfinite(err), factor, 0.2)
-        arrived = ok & (land | empty)
-        t_new = jnp.where(arrived, stops[g, i], jnp.where(ok, t + hs, t))
-        inside, values = _read(tableau, readout, out_times, t, hs, t_new, (y, y1, ks))
-        reads = jnp.where(inside, values, reads)
-        h_next = jnp.where(arrived & restart[g, i], jnp.minimum(hs * factor, h0),
-                           jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
-        h_next = jnp.where(empty, h, h_next)
-        y_new, i_new, n_new = jnp.where(ok, y1, y), jnp.where(arrived, i + 1, i), n + 1
+        t, y, h, i, reads = _attempt_step(problem, stops[g], restart[g],
+                                          jax.tree.map(lambda v: v[g], inputs), t, y, h, i,
+                                          jnp.where(ended, 0.0, reads))
+        n = n + 1
         # the segment ends on its last stop, or without reaching it after max_steps
-        end = (i_new >= n_stops) | (n_new >= max_steps)
-        fail = end & (i_new < n_stops)
-        y_branch = jnp.where(end & (g == 0), jnp.where(fail, jnp.nan, y_new), y_branch)
-        steps = jnp.where(end & (segs == g), n_new, steps)
+        end = (i >= n_stops) | (n >= max_steps)
+        fail = end & (i < n_stops)
+        y_branch = jnp.where(end & (g == 0), jnp.where(fail, jnp.nan, y), y_branch)
+        steps = jnp.where(end & (segs == g), n, steps)
         failed = failed | (fail & (segs == g))
-        g_next = jnp.where(end, g + 1, g)
-        t_start = stops[jnp.minimum(g_next, n_seg - 1), 0]
-        return (jnp.where(end, t_start, t_new), jnp.where(end, y_branch, y_new),
-                jnp.where(end, h0, h_next), jnp.where(end, 1, i_new),
-                jnp.where(end, 0, n_new), g_next, reads, bank, end, y_branch, steps, failed)
+        g = jnp.where(end, g + 1, g)
+        t_start = stops[jnp.minimum(g, n_seg - 1), 0]
+        return (jnp.where(end, t_start, t), jnp.where(end, y_branch, y),
+                jnp.where(end, problem.h0, h), jnp.where(end, 1, i), jnp.where(end, 0, n), g,
+                reads, bank, end, y_branch, steps, failed)
 
-    def cond(state):
-        return state[5] < n_seg
-
+    reads0 = jnp.zeros(out_times.shape + jax.eval_shape(readout, y0).shape, y0.dtype)
     start = (stops[0, 0],) + batched_start(stops[0, 0], (
-        y0, h0, jnp.asarray(1), jnp.asarray(0), jnp.asarray(0), reads0,
+        y0, problem.h0, jnp.asarray(1), jnp.asarray(0), jnp.asarray(0), reads0,
         jnp.zeros((n_seg,) + reads0.shape, reads0.dtype), jnp.asarray(False), y0,
         jnp.zeros((n_seg,), jnp.asarray(0).dtype), jnp.zeros((n_seg,), bool)))
-    *_, g, reads, bank, ended, y_branch, steps, failed = jax.lax.while_loop(cond, body, start)
+    *_, g, reads, bank, ended, y_branch, steps, failed = jax.lax.while_loop(
+        lambda state: state[5] < n_seg, body, start)
     bank = bank_reads(bank, reads, ended, g)
     bank = jnp.where(failed.reshape((-1,) + (1,) * (bank.ndim - 1)), jnp.nan, bank)
     return y_branch, bank, steps
+
+
+class _Problem(NamedTuple):
+    """What every step of ``integrate_segments`` shares (its arguments of the same names)."""
+
+    rates: object
+    drive: object
+    consts: object
+    tableau: Tableau
+    rtol: float
+    h0: object
+    readout: object
+    out_times: object
+
+
+def _attempt_step(p: _Problem, stops, restart, inputs, t, y, h, i, reads):
+    """One attempted step from (t, y) of size h towards ``stops[i]`` within one segment
+    (``stops`` (S,), ``restart`` (S,), ``inputs`` leaves (S - 1, ...)): the state after it
+    (t, y, h, i, reads), unchanged but for a smaller h where the step is rejected."""
+    q = float(p.tableau.error_order)
+    gap = stops[i] - t
+    land = h >= gap
+    empty = gap <= 0  # two stops at the same time
+    hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
+    u = jax.tree.map(lambda v: v[jnp.maximum(i - 1, 0)], inputs)
+    y1, ks, err = _attempt(p.rates, p.drive, p.consts, p.tableau, p.rtol, t, y, hs, u)
+    ok = empty | (err <= 1.0)
+    y1 = jnp.where(empty, y, y1)
+    factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
+    factor = jnp.where(jnp.isfinite(err), factor, 0.2)
+    arrived = ok & (land | empty)
+    t_new = jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t))
+    inside, values = _read(p.tableau, p.readout, p.out_times, t, hs, t_new, (y, y1, ks))
+    h_next = jnp.where(arrived & restart[i], jnp.minimum(hs * factor, p.h0),
+                       jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
+    h_next = jnp.where(empty, h, h_next)
+    return (t_new, jnp.where(ok, y1, y), h_next, jnp.where(arrived, i + 1, i),
+            jnp.where(inside, values, reads))
 
 
 def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
