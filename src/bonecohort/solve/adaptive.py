@@ -146,12 +146,11 @@ def _attempt_step(p: _Problem, stops, restart, inputs, t, y, h, i, reads):
     factor = jnp.where(jnp.isfinite(err), factor, 0.2)
     arrived = ok & (land | empty)
     t_new = jnp.where(arrived, stops[i], jnp.where(ok, t + hs, t))
-    inside, values = _read(p.tableau, p.readout, p.out_times, t, hs, t_new, (y, y1, ks))
     h_next = jnp.where(arrived & restart[i], jnp.minimum(hs * factor, p.h0),
                        jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
     h_next = jnp.where(empty, h, h_next)
     return (t_new, jnp.where(ok, y1, y), h_next, jnp.where(arrived, i + 1, i),
-            jnp.where(inside, values, reads))
+            _read(p.tableau, p.readout, p.out_times, reads, t, hs, t_new, (y, y1, ks)))
 
 
 def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
@@ -162,18 +161,17 @@ def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
     return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
 
 
-def _read(tableau: Tableau, readout, out_times, t, hs, t_new, step):
-    """Which read-outs fall in (t, t_new] (shaped to broadcast against them) and their
-    values from the accepted step (``step`` = (y_n, y_{n+1}, stage increments)) by its
-    continuous extension; without one, read-outs are stops, so each falls on the step's
-    end."""
+def _read(tableau: Tableau, readout, out_times, reads, t, hs, t_new, step):
+    """``reads`` with the read-outs in (t, t_new] taken from the accepted step (``step`` =
+    (y_n, y_{n+1}, stage increments)) by its continuous extension; without one, read-outs
+    are stops, so each falls on the step's end."""
     y, y1, ks = step
-    value = jax.eval_shape(readout, y)
-    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * len(value.shape))
+    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
     if not tableau.dense:
-        return inside, readout(y1)[None]
+        return jnp.where(inside, readout(y1)[None], reads)
     s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
-    return inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s)
+    return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s),
+                     reads)
 
 
 def _with_read_stops(stops, inputs, out_times):
