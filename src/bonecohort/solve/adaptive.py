@@ -139,7 +139,7 @@ def _attempt_step(p: _Problem, stops, restart, inputs, t, y, h, i, reads):
     empty = gap <= 0  # two stops at the same time
     hs = jnp.where(empty, 1.0, jnp.where(land, gap, h))
     u = jax.tree.map(lambda v: v[jnp.maximum(i - 1, 0)], inputs)
-    y1, ks, err = _attempt(p.rates, p.drive, p.consts, p.tableau, p.rtol, t, y, hs, u)
+    y1, ks, err = _attempt(p, t, y, hs, u)
     ok = empty | (err <= 1.0)
     y1 = jnp.where(empty, y, y1)
     factor = jnp.clip(0.9 * jnp.where(err > 0, err, 1e-10) ** (-1.0 / q), 0.2, 5.0)
@@ -150,28 +150,29 @@ def _attempt_step(p: _Problem, stops, restart, inputs, t, y, h, i, reads):
                        jnp.where(arrived, jnp.maximum(hs * factor, h), hs * factor))
     h_next = jnp.where(empty, h, h_next)
     return (t_new, jnp.where(ok, y1, y), h_next, jnp.where(arrived, i + 1, i),
-            _read(p.tableau, p.readout, p.out_times, reads, t, hs, t_new, (y, y1, ks)))
+            _read(p, reads, t, hs, t_new, (y, y1, ks)))
 
 
-def _attempt(rates, drive, consts, tableau: Tableau, rtol: float, t, y, h, u):
+def _attempt(p: _Problem, t, y, h, u):
     """One step of the B systems from (t, y): y_{n+1}, the stage increments and the error
     norm (module docstring)."""
-    y1, ks = advance_stages(rates, drive, y, consts, t, h, u, tableau)
-    scale = rtol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
-    return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(tableau.e, ks) / scale)))
+    y1, ks = advance_stages(p.rates, p.drive, y, p.consts, t, h, u, p.tableau)
+    scale = p.rtol + p.rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
+    return y1, ks, jnp.sqrt(jnp.mean(jnp.square(combine(p.tableau.e, ks) / scale)))
 
 
-def _read(tableau: Tableau, readout, out_times, reads, t, hs, t_new, step):
+def _read(p: _Problem, reads, t, hs, t_new, step):
     """``reads`` with the read-outs in (t, t_new] taken from the accepted step (``step`` =
     (y_n, y_{n+1}, stage increments)) by its continuous extension; without one, read-outs
     are stops, so each falls on the step's end."""
     y, y1, ks = step
-    inside = ((out_times > t) & (out_times <= t_new)).reshape((-1,) + (1,) * (reads.ndim - 1))
-    if not tableau.dense:
-        return jnp.where(inside, readout(y1)[None], reads)
-    s = jnp.clip((out_times - t) / hs, 0.0, 1.0)
-    return jnp.where(inside, jax.vmap(lambda sj: readout(dense_value(tableau, y, y1, ks, sj)))(s),
-                     reads)
+    inside = (p.out_times > t) & (p.out_times <= t_new)
+    if p.tableau.dense:
+        s = jnp.clip((p.out_times - t) / hs, 0.0, 1.0)
+        values = jax.vmap(lambda sj: p.readout(dense_value(p.tableau, y, y1, ks, sj)))(s)
+    else:
+        values = p.readout(y1)[None]
+    return jnp.where(inside.reshape((-1,) + (1,) * (reads.ndim - 1)), values, reads)
 
 
 def _with_read_stops(stops, inputs, out_times):
