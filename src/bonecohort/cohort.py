@@ -3,7 +3,7 @@
 ``make_chunk_runner(...)(ids)`` is the only compiled entry point used by the shell: it vmaps
 ``sample_patient``, ``simulate_patient`` and ``patient_outcomes`` over a padded vector of
 patient ids and returns per-patient arrays. Padding ids are simulated and discarded, so every
-chunk has the same shape and compiles once.
+block has the same shape and compiles once (see Blocks below).
 
 Devices: the patient axis of a chunk is split into equal shards, one per device, and the
 result is one array sharded over a ``jax.sharding.Mesh`` of those devices. Each shard runs
@@ -11,9 +11,21 @@ the same single-device executable (dispatched asynchronously, so devices work co
 rather than one SPMD-partitioned program: measured on 4 host devices, the partitioned program
 (``jit`` of sharded inputs, or ``shard_map``) changed the last float32 bit of ~10 % of the
 outputs, while per-device executables give results bitwise identical to one device.
-Per-device batches are padded to a multiple of ``LANES`` so that every patient is computed in
-full SIMD vectors: a batch of 100 on one CPU differed in the last bit from a batch of 400
-(remainder loops), batches of 128 and 512 did not.
+
+Blocks: every compiled call computes exactly ``block_size(device)`` patients; a device's share
+of a chunk is padded to whole blocks and run block by block, so one executable serves every
+chunk size. XLA compiles a program per batch shape, and the shape changes how it emits a
+fused loop or a reduction (its split over cores, its vector width, where it contracts a
+multiply-add), so the same patient could get other bits in another batch; one bit in a step's
+error norm can turn a step from accepted to rejected. Measured on the default study with one
+program per chunk: batches of 128 or 200 differed from 1,024 in 9,171 of 12,000 read-outs (up
+to 5.4e-5 relative), and the row sums of a (B, 7) array differed between B = 512 and 1,024.
+With blocks, chunks of 128, 200, 700, 1,000 and 3,000 gave the same bits for every output,
+whatever a patient's place in the block. The block is large enough that its per-iteration
+overhead is small: for a 10,000-patient chunk on two cores, blocks of 1,024 ran 1.2-1.6x
+slower than one program over the whole chunk, 3,008 1.1-1.3x, 5,056 as fast (RESULTS.md). A
+GPU needs far more patients in flight, so its block is 2**20. Blocks are run one per device
+at a time: queued blocks would compete for the same cores (2.3 s against 1.6 s per chunk).
 """
 
 from __future__ import annotations
@@ -91,7 +103,13 @@ def fingerprint(tree) -> str:
 
 COMPILED_SLOTS = 8  # compiled chunk programs kept per process (least recently used dropped)
 _COMPILED: OrderedDict = OrderedDict()
-LANES = 64  # per-device batches are padded to a multiple of this (see the module docstring)
+CPU_BLOCK = 5056  # patients per compiled call on a CPU device (see the module docstring)
+ACCELERATOR_BLOCK = 1 << 20  # patients per compiled call on a GPU or other accelerator
+
+
+def block_size(device) -> int:
+    """Patients computed by one compiled call on ``device`` (see the module docstring)."""
+    return CPU_BLOCK if device.platform == "cpu" else ACCELERATOR_BLOCK
 
 
 @with_x64
@@ -126,13 +144,21 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
                             setup and setup._replace(probability_ages=())), d) for d in devices]
     mesh = Mesh(np.array(devices), ("patients",))
 
+    block = block_size(devices[0])
+
     def call(ids):
         n = ids.shape[0]
         per = -(-n // len(devices))
-        per = -(-per // LANES) * LANES
+        per = -(-per // block) * block
         padded = jnp.concatenate([ids, jnp.full((per * len(devices) - n,), ids[-1], ids.dtype)])
-        shards = [run(jax.device_put(padded[k * per:(k + 1) * per], d), *a)
-                  for k, (a, d) in enumerate(zip(args, devices))]
+        m = per // block
+        blocks = [[] for _ in devices]
+        for j in range(m):  # one block per device at a time: queued blocks would share the cores
+            for k, d in enumerate(devices):
+                start = k * per + j * block
+                blocks[k].append(run(jax.device_put(padded[start:start + block], d), *args[k]))
+            jax.block_until_ready([b[-1] for b in blocks])
+        shards = [b[0] if m == 1 else _concatenate(tuple(b)) for b in blocks]
         if len(devices) == 1:
             return jax.tree.map(lambda v: v[:n], shards[0])
         sharding = NamedSharding(mesh, PartitionSpec("patients"))
@@ -141,6 +167,13 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
         return jax.tree.map(lambda v: v[:n], whole)
 
     return with_x64(call)
+
+
+@jax.jit
+def _concatenate(blocks: tuple):
+    """One device's blocks of results, joined along the patient axis in one program (eager
+    concatenation compiles one small program per array shape: seconds on the first chunk)."""
+    return jax.tree.map(lambda *v: jnp.concatenate(v), *blocks)
 
 
 def _compile(spec, arms, grid, ages):
