@@ -7,9 +7,8 @@ import pytest
 import jax
 
 from bonecohort.solve.adaptive import integrate_adaptive, integrate_segments
-from bonecohort.solve.rosenbrock import (RODAS3, RODAS4, ROS2, _inverse_small, _solve_small,
-                                         dense_value, driven_stages, integrate_steps,
-                                         rosenbrock_step, step_drive)
+from bonecohort.solve.rosenbrock import (RODAS3, RODAS4, ROS2, dense_value, driven_stages,
+                                         integrate_steps, rosenbrock_step, step_drive)
 from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.fit.parameters import default_model
@@ -32,41 +31,6 @@ ARMS = (
                 Regimen("cjc_1295", 1.0, "subcutaneous", "entry", 0.0, 2.0))),
 )
 N = 60  # 3 arms x 2 sites, 10 patients each (Radau is the slow part)
-
-
-def test_small_solver_matches_numpy_with_pivoting():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        m = rng.normal(size=(4, 4))
-        m[0, 0] = 0.0  # forces a row exchange
-        b = rng.normal(size=4)
-        np.testing.assert_allclose(_solve_small(jnp.asarray(m), jnp.asarray(b)),
-                                   np.linalg.solve(m, b), rtol=1e-9, atol=1e-12)
-
-
-def test_small_solver_inverts_matrices():
-    rng = np.random.default_rng(1)
-    m = rng.normal(size=(4, 4))
-    np.testing.assert_allclose(_solve_small(jnp.asarray(m), jnp.eye(4)), np.linalg.inv(m),
-                               rtol=1e-9, atol=1e-12)
-
-
-def test_inverse_derivatives_match_the_elimination_and_each_other():
-    """The inverse's derivative rule (d(M^-1) = -M^-1 dM M^-1) agrees with differentiating
-    the pivoted elimination itself, in forward and reverse mode."""
-    import jax
-
-    rng = np.random.default_rng(2)
-    m = jnp.asarray(rng.normal(size=(5, 5))).at[0, 0].set(0.0)  # forces a row exchange
-    dm = jnp.asarray(rng.normal(size=(5, 5)))
-    weights = jnp.asarray(rng.normal(size=(5, 5)))
-    eye = jnp.eye(5)
-    _, tangent = jax.jvp(_inverse_small, (m,), (dm,))
-    _, by_elimination = jax.jvp(lambda a: _solve_small(a, eye), (m,), (dm,))
-    np.testing.assert_allclose(tangent, by_elimination, rtol=1e-9, atol=1e-12)
-    grad = jax.grad(lambda a: jnp.sum(weights * _inverse_small(a)))(m)
-    grad_elim = jax.grad(lambda a: jnp.sum(weights * _solve_small(a, eye)))(m)
-    np.testing.assert_allclose(grad, grad_elim, rtol=1e-9, atol=1e-12)
 
 
 def convergence_ratios(tableau, stiffness):

@@ -57,6 +57,9 @@ from bonecohort.model.cells import cell_rates
 from bonecohort.model.params import CellAction, CoreParams, Dosing, SiteParams
 
 DAYS_PER_YEAR = 365.25
+# The order matters to the solver: each step eliminates its linear system without pivoting
+# from the last state to the first, the slow scalar states before the cells (stable in that
+# order only: solve/elimination.py, tests/test_elimination.py).
 STATE = ("obp", "oba", "oca", "bv", "formation", "mineral", "set_point")
 BV, OCA, MINERAL = STATE.index("bv"), STATE.index("oca"), STATE.index("mineral")
 

@@ -38,6 +38,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bonecohort.solve.elimination import solver_for
+
 
 class Tableau(NamedTuple):
     """Rosenbrock coefficients in the KPP layout (see module docstring); plain Python floats."""
@@ -104,49 +106,6 @@ RODAS3 = Tableau(
 METHODS = {t.name: t for t in (ROS2, RODAS3, RODAS4)}
 
 
-def _solve_small(m, b):
-    """Solve m x = b for one small dense system; ``b`` has shape (n,) or (n, k).
-
-    Gaussian elimination with partial pivoting, unrolled over columns, every operation on whole
-    rows of the augmented matrix (the pivot row gathered by index, the exchange and the
-    elimination as one masked update each): a small program that vectorizes across vmapped
-    patients (batched LAPACK calls on tiny matrices are slow on CPU).
-    """
-    n = m.shape[0]
-    b2 = b.reshape(n, -1)
-    rows = jnp.arange(n)
-    a = jnp.concatenate([m, b2], axis=1)
-    for col in range(n):
-        p = col + jnp.argmax(jnp.abs(a[col:, col]))
-        piv, top = a[p], a[col]
-        a = jnp.where((rows == p)[:, None], top, a)
-        a = jnp.where((rows == col)[:, None], piv, a)
-        factor = jnp.where(rows > col, a[:, col] / piv[col], 0.0)
-        a = a - factor[:, None] * piv
-    x = []
-    for r in reversed(range(n)):
-        acc = a[r, n:]
-        for i, c in enumerate(range(r + 1, n)):
-            acc = acc - a[r, c] * x[-1 - i]
-        x.append(acc / a[r, r])
-    return jnp.stack(x[::-1]).reshape(b.shape)
-
-
-@jax.custom_jvp
-def _inverse_small(m):
-    """The inverse of one small dense matrix (``_solve_small`` with the identity), with the
-    derivative of the inverse, d(M^-1) = -M^-1 dM M^-1, as its rule: forward and reverse mode
-    see two matrix products instead of the elimination's pivot gathers and row swaps (a
-    smaller, faster gradient program for the fit)."""
-    return _solve_small(m, jnp.eye(m.shape[0], dtype=m.dtype))
-
-
-@_inverse_small.defjvp
-def _inverse_small_jvp(primals, tangents):
-    w = _inverse_small(primals[0])
-    return w, -(w @ tangents[0] @ w)
-
-
 class Drive(NamedTuple):
     """State-independent inputs of one step: their values at the method's distinct stage
     times t_n + alpha h (leading axis, in ``stage_alphas`` order) and their time derivative at
@@ -190,16 +149,15 @@ def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
 def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
     """``driven_step``'s y_{n+1} and its stage increments K_1 .. K_s (a list).
 
-    df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is inverted
-    once per step (one elimination with n right-hand sides); every stage is then a small
-    matrix-vector product.
+    df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is factored
+    once per step (``factor_small``); every stage is then two triangular solves.
     """
     n = y.shape[0]
     alphas = stage_alphas(tableau)
     at = [jax.tree.map(lambda v, k=k: v[k], drive.stages) for k in range(len(alphas))]
     jac = jax.jacfwd(lambda z: g(z, at[0]))(y)
     f0, dfdt = jax.jvp(lambda d: g(y, d), (at[0],), (drive.slope,))
-    w = _inverse_small(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac)
+    solve = solver_for(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac)
     ks = []
     for i in range(len(tableau.m)):
         if tableau.alpha[i] == 0.0 and not any(tableau.a[i]):
@@ -211,7 +169,7 @@ def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
         rhs = fi + sum(((c / h) * k for c, k in zip(tableau.c[i], ks) if c != 0.0), 0.0)
         if tableau.gammas[i] != 0.0:
             rhs = rhs + (tableau.gammas[i] * h) * dfdt
-        ks.append(w @ rhs)
+        ks.append(solve(rhs))
     return y + combine(tableau.m, ks), ks
 
 
