@@ -1,5 +1,7 @@
 """The fixed-step Rosenbrock integrator against scipy Radau on random patients."""
 
+from types import SimpleNamespace
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.fit.parameters import default_model
 from bonecohort.solve.life_course import Grid
-from bonecohort.cohort import make_chunk_runner, chunk_ids
+from bonecohort.cohort import (ACCELERATOR_BLOCK, CPU_BLOCK, LANES, block_size, chunk_ids,
+                               make_chunk_runner)
 
 from reference import make_radau
 
@@ -163,6 +166,20 @@ def test_controlled_steps_do_not_depend_on_the_batch():
     for i in (0, 7, 31):
         alone = np.asarray(run(chunk_ids(i, i + 1, 1)).life.bmd_rel)
         np.testing.assert_array_equal(alone[0], together[i])
+
+
+def test_accelerator_blocks_pad_little_and_cpu_blocks_never_change():
+    """A CPU computes every chunk in blocks of one shape; an accelerator cuts a device's share
+    into the fewest blocks of at most ACCELERATOR_BLOCK, multiples of LANES, padding each by
+    less than LANES (a small chunk is not blown up to a large fixed block)."""
+    cpu, gpu = SimpleNamespace(platform="cpu"), SimpleNamespace(platform="gpu")
+    for per in (1, 200, 10_000, 1_000_000, ACCELERATOR_BLOCK + 1, 5 * ACCELERATOR_BLOCK - 3):
+        assert block_size(cpu, per) == CPU_BLOCK
+        block = block_size(gpu, per)
+        count = -(-per // block)
+        assert block % LANES == 0 and block <= ACCELERATOR_BLOCK
+        assert count == -(-per // ACCELERATOR_BLOCK)
+        assert count * block - per < count * LANES
 
 
 def test_coarse_fixed_grid_puts_every_switch_on_an_edge():

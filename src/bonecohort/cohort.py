@@ -12,20 +12,23 @@ rather than one SPMD-partitioned program: measured on 4 host devices, the partit
 (``jit`` of sharded inputs, or ``shard_map``) changed the last float32 bit of ~10 % of the
 outputs, while per-device executables give results bitwise identical to one device.
 
-Blocks: every compiled call computes exactly ``block_size(device)`` patients; a device's share
-of a chunk is padded to whole blocks and run block by block, so one executable serves every
-chunk size. XLA compiles a program per batch shape, and the shape changes how it emits a
-fused loop or a reduction (its split over cores, its vector width, where it contracts a
-multiply-add), so the same patient could get other bits in another batch; one bit in a step's
+Blocks: every compiled call computes exactly ``block_size(device, ...)`` patients; a device's share
+of a chunk is padded to whole blocks and run block by block, so on a CPU one executable serves
+every chunk size. XLA compiles a program per batch shape, and the shape changes how it emits a
+fused loop or a reduction (its split over cores, its vector code, the order of a reduction's
+additions), so the same patient could get other bits in another batch; one bit in a step's
 error norm can turn a step from accepted to rejected. Measured on the default study with one
 program per chunk: batches of 128 or 200 differed from 1,024 in 9,171 of 12,000 read-outs (up
 to 5.4e-5 relative), and the row sums of a (B, 7) array differed between B = 512 and 1,024.
 With blocks, chunks of 128, 200, 700, 1,000 and 3,000 gave the same bits for every output,
 whatever a patient's place in the block. The block is large enough that its per-iteration
 overhead is small: for a 10,000-patient chunk on two cores, blocks of 1,024 ran 1.2-1.6x
-slower than one program over the whole chunk, 3,008 1.1-1.3x, 5,056 as fast (RESULTS.md). A
-GPU needs far more patients in flight, so its block is 2**20. Blocks are run one per device
-at a time: queued blocks would compete for the same cores (2.3 s against 1.6 s per chunk).
+slower than one program over the whole chunk, 3,008 1.1-1.3x, 5,056 as fast (RESULTS.md).
+Blocks are run one per device at a time: queued blocks would compete for the same cores
+(2.3 s against 1.6 s per chunk). A GPU needs far more patients in flight than a CPU block,
+and a fixed block large enough for it would multiply the work of small chunks, so there a
+device's share of the chunk is cut into the fewest blocks of at most 2**20 patients (each a
+multiple of 64): results then follow the chunk size there as before (not measured on a GPU).
 """
 
 from __future__ import annotations
@@ -104,12 +107,17 @@ def fingerprint(tree) -> str:
 COMPILED_SLOTS = 8  # compiled chunk programs kept per process (least recently used dropped)
 _COMPILED: OrderedDict = OrderedDict()
 CPU_BLOCK = 5056  # patients per compiled call on a CPU device (see the module docstring)
-ACCELERATOR_BLOCK = 1 << 20  # patients per compiled call on a GPU or other accelerator
+ACCELERATOR_BLOCK = 1 << 20  # at most this many per compiled call on a GPU or other accelerator
+LANES = 64  # an accelerator's blocks are multiples of this
 
 
-def block_size(device) -> int:
-    """Patients computed by one compiled call on ``device`` (see the module docstring)."""
-    return CPU_BLOCK if device.platform == "cpu" else ACCELERATOR_BLOCK
+def block_size(device, per_device: int) -> int:
+    """Patients computed by one compiled call on ``device`` when it takes ``per_device``
+    patients of a chunk (see the module docstring)."""
+    if device.platform == "cpu":
+        return CPU_BLOCK
+    blocks = -(-per_device // ACCELERATOR_BLOCK)
+    return -(-per_device // (blocks * LANES)) * LANES
 
 
 @with_x64
@@ -144,11 +152,10 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
                             setup and setup._replace(probability_ages=())), d) for d in devices]
     mesh = Mesh(np.array(devices), ("patients",))
 
-    block = block_size(devices[0])
-
     def call(ids):
         n = ids.shape[0]
         per = -(-n // len(devices))
+        block = block_size(devices[0], per)
         per = -(-per // block) * block
         padded = jnp.concatenate([ids, jnp.full((per * len(devices) - n,), ids[-1], ids.dtype)])
         m = per // block
