@@ -15,6 +15,7 @@ from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.exposure.protocol import Arm, Regimen
 from bonecohort.fit.parameters import default_model
 from bonecohort.solve.life_course import Grid
+from bonecohort import cohort
 from bonecohort.cohort import (ACCELERATOR_BLOCK, CPU_BLOCK, LANES, block_size, chunk_ids,
                                make_chunk_runner)
 
@@ -153,11 +154,13 @@ def test_integration_matches_radau(reference, dtype, steps):
     assert np.max(1.0 - reference[:, -1]) > 0.05
 
 
-def test_controlled_steps_do_not_depend_on_the_batch():
+def test_controlled_steps_do_not_depend_on_the_batch(monkeypatch):
     """Each patient keeps its own step sizes inside the vmapped loop, and every chunk is
-    computed in blocks of one shape (cohort.py): 1,000 patients in one chunk give bitwise what
-    they give in chunks of 200 (in one program per chunk shape they did not: 256 against
-    1,024), and a patient alone gives what she gives among the others."""
+    computed in blocks of one shape (cohort.py; here blocks of 128, so a chunk spans several):
+    1,000 patients in one chunk give bitwise what they give in chunks of 200 (in one program
+    per chunk shape they did not: 256 against 1,024), and a patient alone gives what she gives
+    among the others."""
+    monkeypatch.setattr(cohort, "CPU_BLOCK", 128)
     run = make_chunk_runner(11, SPEC, default_model(), ARMS, GRID._replace(rtol=1e-4),
                             jnp.float32)
     together = np.asarray(run(chunk_ids(0, 1000, 1000)).life.bmd_rel)

@@ -2,8 +2,8 @@
 
 ``make_chunk_runner(...)(ids)`` is the only compiled entry point used by the shell: it vmaps
 ``sample_patient``, ``simulate_patient`` and ``patient_outcomes`` over a padded vector of
-patient ids and returns per-patient arrays. Padding ids are simulated and discarded, so every
-block has the same shape and compiles once (see Blocks below).
+patient ids and returns per-patient arrays. Padding ids are simulated and discarded; on a CPU
+every block has the same shape and compiles once (see Blocks below).
 
 Devices: the patient axis of a chunk is split into equal shards, one per device, and the
 result is one array sharded over a ``jax.sharding.Mesh`` of those devices. Each shard runs
@@ -132,7 +132,7 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
     outcome setup as arguments and is cached on the study's static structure (population,
     arms, grid, dtype, the pytree structure of the constants), so runs that differ only in
     seed or constants (the draws of ``run --parameter-draws``) compile once per process and
-    chunk shape. It is traced and called with 64-bit types enabled (``with_x64``) whatever
+    block shape. It is traced and called with 64-bit types enabled (``with_x64``) whatever
     the process's setting, so a chunk's results do not depend on the caller.
     """
     model_d = cast_tree(model, dtype)
@@ -166,6 +166,7 @@ def make_chunk_runner(seed: int, spec: PopulationSpec, model: ModelParams, arms:
                 blocks[k].append(run(jax.device_put(padded[start:start + block], d), *args[k]))
             jax.block_until_ready([b[-1] for b in blocks])
         shards = [b[0] if m == 1 else _concatenate(tuple(b)) for b in blocks]
+        del blocks  # the joined shards hold the results
         if len(devices) == 1:
             return jax.tree.map(lambda v: v[:n], shards[0])
         sharding = NamedSharding(mesh, PartitionSpec("patients"))

@@ -53,8 +53,10 @@ def progress_bar(total: int, quiet: bool):
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--patients", "-n", type=int, help="Number of patients (overrides the config).")
 @click.option("--seed", type=int, help="Random seed (overrides the config).")
-@click.option("--chunk-size", type=int, help="Patients per compiled batch (results do not "
-              "depend on it).")
+@click.option("--chunk-size", type=int, help="Patients per chunk (one parquet part each; "
+              "results do not depend on it). A CPU computes whole blocks of patients "
+              "(README, Scale: devices, machines, benchmarks), so a chunk far smaller "
+              "than a block wastes work.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (default: runs/<study name>).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
