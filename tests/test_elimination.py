@@ -97,6 +97,5 @@ def test_elimination_order_is_as_accurate_as_pivoting_on_the_model():
         return np.linalg.norm(x - exact, axis=1) / np.linalg.norm(exact, axis=1)
 
     e_ours, e_lapack = errors(ours), errors(lapack)
-    print(e_ours.max(), e_lapack.max(), np.percentile(e_ours, 99), np.percentile(e_lapack, 99))
     assert e_ours.max() <= 3.0 * e_lapack.max()
     assert np.percentile(e_ours, 99) <= 3.0 * np.percentile(e_lapack, 99)

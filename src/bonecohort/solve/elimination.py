@@ -26,7 +26,7 @@ def factor_small(m):
     steps of half a day to four years, the gamma of every method) this order is about as
     accurate in float32 as LAPACK's partial pivoting (worst matrix 3.2e-6 against 2.7e-6),
     while eliminating in the state's own order is up to 300x less accurate (8.8e-4;
-    tests/test_integrator.py, benchmarks/RESULTS.md).
+    tests/test_elimination.py, benchmarks/RESULTS.md).
 
     Entry by entry, every operation is one elementwise operation over the vmapped patients
     (the patients are the contiguous axis): a chunk of the default study ran 1.5-1.6x faster
