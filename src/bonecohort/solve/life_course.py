@@ -28,9 +28,11 @@ from bonecohort.exposure.protocol import (combined_inputs, exposure_rows, ovary_
                                           switch_ages)
 from bonecohort.model.hormones import hormone_action
 from bonecohort.model.params import PEAK_BONE_AGE, ModelParams, SiteParams
-from bonecohort.model.site import DAYS_PER_YEAR, OCA, bmd, site_rates, steady_state_vector
+from bonecohort.model.site import (DAYS_PER_YEAR, JACOBIAN_PATTERN, OCA, bmd, site_rates,
+                                   steady_state_vector)
 from bonecohort.population import Patient
 from bonecohort.solve.adaptive import integrate_segments
+from bonecohort.solve.elimination import with_jacobian_pattern
 from bonecohort.solve.rosenbrock import METHODS, integrate_steps
 
 
@@ -84,7 +86,8 @@ class SiteODE(NamedTuple):
 
     def rhs(self, site: SiteParams):
         """The site's right-hand side ``rates(t, y, u)`` in one piece (reference solvers)."""
-        return lambda t, y, u: self.rates(y, self.drive(t, u), site)
+        return with_jacobian_pattern(lambda t, y, u: self.rates(y, self.drive(t, u), site),
+                                     JACOBIAN_PATTERN)
 
 
 def patient_sites(patient: Patient, site: SiteParams) -> SiteParams:
@@ -115,7 +118,7 @@ def site_ode(patient: Patient, model: ModelParams, steady, age0, life_start) -> 
         return site_rates(y, model.core, steady, site, action,
                           log_set_point=-site.age_loss * (age - life_start))
 
-    return SiteODE(drive, rates)
+    return SiteODE(drive, with_jacobian_pattern(rates, JACOBIAN_PATTERN))
 
 
 def site_rhs(patient: Patient, model: ModelParams, steady, site: SiteParams, age0, life_start):

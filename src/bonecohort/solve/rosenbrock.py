@@ -38,7 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bonecohort.solve.elimination import solver_for
+from bonecohort.solve.elimination import jacobian_pattern, solver_for, with_jacobian_pattern
 
 
 class Tableau(NamedTuple):
@@ -140,24 +140,25 @@ def step_drive(drive, t, h, tableau: Tableau) -> Drive:
     return Drive(jax.tree.map(lambda *v: jnp.stack(v), d0, *later), slope)
 
 
-def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3):
+def driven_step(g, y, h, drive: Drive, tableau: Tableau = RODAS3, pattern=None):
     """One step of size ``h`` of dy/dt = g(y, d(t)) with ``drive`` the step's inputs d
     (``step_drive``); returns y_{n+1} (``driven_stages`` without the stages)."""
-    return driven_stages(g, y, h, drive, tableau)[0]
+    return driven_stages(g, y, h, drive, tableau, pattern)[0]
 
 
-def driven_stages(g, y, h, drive: Drive, tableau: Tableau):
+def driven_stages(g, y, h, drive: Drive, tableau: Tableau, pattern=None):
     """``driven_step``'s y_{n+1} and its stage increments K_1 .. K_s (a list).
 
     df/dt = dg/dd . d'(t), one tangent of g in its inputs. The iteration matrix is factored
-    once per step (``factor_small``); every stage is then two triangular solves.
+    once per step (``factor_small``, skipping the entries that ``pattern``, the structural
+    nonzeros of g's Jacobian, says are zero); every stage is then two triangular solves.
     """
     n = y.shape[0]
     alphas = stage_alphas(tableau)
     at = [jax.tree.map(lambda v, k=k: v[k], drive.stages) for k in range(len(alphas))]
     jac = jax.jacfwd(lambda z: g(z, at[0]))(y)
     f0, dfdt = jax.jvp(lambda d: g(y, d), (at[0],), (drive.slope,))
-    solve = solver_for(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac)
+    solve = solver_for(jnp.eye(n, dtype=y.dtype) / (h * tableau.gamma) - jac, pattern)
     ks = []
     for i in range(len(tableau.m)):
         if tableau.alpha[i] == 0.0 and not any(tableau.a[i]):
@@ -191,15 +192,17 @@ def rosenbrock_step(f, t, y, h, tableau: Tableau = RODAS4):
     """One step of size ``h`` of dy/dt = f(t, y) from (t, y); returns y_{n+1} (time is the
     step's only input: ``driven_step`` with d(t) = t)."""
     return driven_step(lambda z, s: f(s, z), y, h, step_drive(lambda s: s, t, h, tableau),
-                       tableau)
+                       tableau, jacobian_pattern(f))
 
 
 def advance_stages(rates, drive, y, consts, t, h, u, tableau: Tableau):
     """One step of B systems that share the drive (see ``integrate_driven``): y_{n+1} (B, n)
-    and the stage increments of each system (``driven_stages``)."""
+    and the stage increments of each system (``driven_stages``; ``rates`` may carry its
+    Jacobian's pattern, ``elimination.with_jacobian_pattern``)."""
     d = step_drive(lambda s: drive(s, u), t, h, tableau)
+    pattern = jacobian_pattern(rates)
     return jax.vmap(lambda yb, cb: driven_stages(lambda z, db: rates(z, db, cb), yb, h, d,
-                                                 tableau))(y, consts)
+                                                 tableau, pattern))(y, consts)
 
 
 def _advance(rates, drive, y, consts, t, h, u, tableau: Tableau):
@@ -327,7 +330,8 @@ def _live_steps(advance, readout, y0, t, h, inputs, live):
 def integrate(rates, y0, t0, inputs, h, steps_per_output: int, tableau: Tableau = RODAS3):
     """``integrate_driven`` for one system ``dy/dt = rates(t, y, u)``: ``y0`` (n,), outputs
     (n_out, n)."""
-    y, ys = integrate_driven(lambda z, d, _: rates(d[0], z, d[1]), lambda t, u: (t, u),
+    one = with_jacobian_pattern(lambda z, d, _: rates(d[0], z, d[1]), jacobian_pattern(rates))
+    y, ys = integrate_driven(one, lambda t, u: (t, u),
                              y0[None], jnp.zeros((1,), y0.dtype), t0, inputs, h,
                              steps_per_output, tableau)
     return y[0], ys[:, 0]
