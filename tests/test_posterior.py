@@ -161,7 +161,8 @@ def test_validate_gives_predictive_intervals_under_parameter_draws(fitted, tmp_p
     assert inside.to_list() == t["inside_pi"].to_list()
 
 
-# the scale tests' study (two arms, 24 steps a year for the draws' constants), 640 patients
+# the scale tests' study (two arms, error-controlled steps, which follow the draws' faster
+# transients: README, Uncertainty), 640 patients
 from test_scale import STUDY  # noqa: E402
 
 

@@ -20,7 +20,6 @@ patients = 1500
 seed = 11
 horizon_years = 5
 chunk_size = 500
-steps_per_year = 24  # the parameter draws' constants need it (README, Uncertainty)
 
 [population]
 age_min = 50
@@ -197,7 +196,7 @@ def test_bench_measures_every_solver_and_writes_json(tmp_path):
     result = json.loads(path.read_text())
     rows = {(r["workload"], r["solver"].split()[0] + " " + r["solver"].split()[1]): r
             for r in result["rows"]}
-    assert set(rows) == {("cohort", "bonecohort rodas3"), ("natural", "bonecohort rodas3"),
+    assert set(rows) == {("cohort", "bonecohort rodas4"), ("natural", "bonecohort rodas3"),
                          ("natural", "diffrax Tsit5"), ("natural", "diffrax Kvaerno5"),
                          ("natural", "scipy solve_ivp"), ("core", "bonecohort rodas3"),
                          ("core", "bone_models Pivonka")}
