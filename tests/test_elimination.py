@@ -9,8 +9,8 @@ from bonecohort.cohort import cast_tree
 from bonecohort.exposure.endogenous import StepInputs
 from bonecohort.fit.parameters import default_model
 from bonecohort.model.cells import steady_state
-from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.model.site import JACOBIAN_PATTERN
+from bonecohort.population import PopulationSpec, sample_patient
 from bonecohort.solve.elimination import factor_small, solve_factored, solver_for
 from bonecohort.solve.life_course import site_rhs
 from bonecohort.solve.rosenbrock import RODAS3, RODAS4, ROS2
@@ -32,6 +32,24 @@ def test_factors_solve_small_systems():
                                    np.linalg.solve(m, b), rtol=1e-12, atol=1e-14)
 
 
+def test_structural_zeros_of_any_pattern_are_skipped_exactly():
+    """With a pattern, the factors keep None exactly where the dense elimination holds an
+    exact zero (fill-in included), and the solutions are numpy's, for random patterns."""
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n = int(rng.integers(1, 9))
+        pattern = rng.random((n, n)) < rng.uniform(0.1, 0.9)
+        m = np.where(pattern, rng.normal(size=(n, n)), 0.0) + 2.0 * n * np.eye(n)
+        rows = tuple(tuple(bool(v) for v in row) for row in pattern)
+        sparse, dense = factor_small(jnp.asarray(m), rows), factor_small(jnp.asarray(m))
+        for i in range(n):
+            for j in range(n):
+                assert (sparse[i][j] is None) == (i != j and dense[i][j] == 0.0), (rows, i, j)
+        b = rng.normal(size=n)
+        np.testing.assert_allclose(solve_factored(sparse, jnp.asarray(b)),
+                                   np.linalg.solve(m, b), rtol=1e-12, atol=1e-14)
+
+
 def test_derivative_rule_matches_the_calculus_of_the_solution():
     """``solver_for``'s rule: forward mode dx = m^-1 (db - dm x), reverse mode
     (m^-T w) for b and -(m^-T w) x^T for m, the same as differentiating the elimination."""
@@ -44,13 +62,24 @@ def test_derivative_rule_matches_the_calculus_of_the_solution():
     plain = lambda a, v: solve_factored(factor_small(a), v)  # noqa: E731
     expected = np.linalg.solve(m, db - dm @ x)
     for f in (rule, plain):
-        _, dx = jax.jvp(f, (jnp.asarray(m), jnp.asarray(b)), (jnp.asarray(dm), jnp.asarray(db)))
-        np.testing.assert_allclose(dx, expected, rtol=1e-10, atol=1e-13)
-        gm, gb = jax.grad(lambda a, v: jnp.dot(jnp.asarray(w), f(a, v)), (0, 1))(
-            jnp.asarray(m), jnp.asarray(b))
-        lam = np.linalg.solve(m.T, w)
-        np.testing.assert_allclose(gb, lam, rtol=1e-10, atol=1e-13)
-        np.testing.assert_allclose(gm, -np.outer(lam, x), rtol=1e-10, atol=1e-13)
+        _check_derivatives(f, m, b, dm, db, w, x, expected)
+    # with the model's pattern, on matrices (and tangents) that have its zeros
+    keep = np.asarray(JACOBIAN_PATTERN)
+    m, dm = np.where(keep, m, 0.0), np.where(keep, dm, 0.0)
+    x = np.linalg.solve(m, b)
+    _check_derivatives(lambda a, v: solver_for(a, JACOBIAN_PATTERN)(v), m, b, dm, db, w, x,
+                       np.linalg.solve(m, db - dm @ x))
+
+
+def _check_derivatives(f, m, b, dm, db, w, x, expected):
+    """Forward and reverse mode of ``f(m, b) = m^-1 b`` against the calculus."""
+    _, dx = jax.jvp(f, (jnp.asarray(m), jnp.asarray(b)), (jnp.asarray(dm), jnp.asarray(db)))
+    np.testing.assert_allclose(dx, expected, rtol=1e-10, atol=1e-13)
+    gm, gb = jax.grad(lambda a, v: jnp.dot(jnp.asarray(w), f(a, v)), (0, 1))(
+        jnp.asarray(m), jnp.asarray(b))
+    lam = np.linalg.solve(m.T, w)
+    np.testing.assert_allclose(gb, lam, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(gm, -np.outer(lam, x), rtol=1e-10, atol=1e-13)
 
 
 def _iteration_matrices(seed, patients=30, draws=8):

@@ -62,21 +62,23 @@ DAYS_PER_YEAR = 365.25
 # order only: solve/elimination.py, tests/test_elimination.py).
 STATE = ("obp", "oba", "oca", "bv", "formation", "mineral", "set_point")
 BV, OCA, MINERAL = STATE.index("bv"), STATE.index("oca"), STATE.index("mineral")
-# The states each rate of ``site_rates`` reads, in ``STATE`` order: the structural nonzeros of
-# its Jacobian, whose other entries the step's elimination skips (solve/elimination.py).
+# The states each rate of ``site_rates`` reads, in ``STATE`` order. With the diagonal (always
+# nonzero in the step's iteration matrix) they are the structural nonzeros of its Jacobian,
+# whose other entries the step's elimination skips (solve/elimination.py).
 # tests/test_elimination.py checks that this is exactly where the Jacobian is ever nonzero.
 READS = (
     ("obp", "oca", "bv", "set_point"),  # OBp: commitment (TGF-beta from resorption, x the
     #   mechanostat's (BV_set/BV)^m) minus maturation (OBp, repressed by TGF-beta)
     ("obp", "oba", "oca"),  # OBa: maturation minus apoptosis
     ("obp", "oba", "oca"),  # OCa: RANKL/OPG of the osteoblasts; TGF-beta-driven apoptosis
-    ("oca", "bv", "formation"),  # BV: T (F - OCa)
+    ("oca", "formation"),  # BV: T (F - OCa)
     ("oba", "formation"),  # F: (OBa - F) / tau_F
     ("bv", "formation", "mineral"),  # mu: (T F / BV)(p0/m* - mu) + k_s (1/m* - mu); it feeds
     #   back into no other state
     ("bv", "set_point"),  # s: k_a (log BV - log BV_set)
 )
-JACOBIAN_PATTERN = tuple(tuple(name in reads for name in STATE) for reads in READS)
+JACOBIAN_PATTERN = tuple(tuple(name in reads or name == own for name in STATE)
+                         for own, reads in zip(STATE, READS))
 
 
 def steady_state_vector(dtype, leading=()):

@@ -14,11 +14,11 @@ from bonecohort.exposure.protocol import step_inputs
 from bonecohort.fit.parameters import default_model
 from bonecohort.model.cells import cell_rates
 from bonecohort.model.params import CellAction, CoreParams, Dosing, Site
-from bonecohort.model.site import DAYS_PER_YEAR, JACOBIAN_PATTERN, bmd, steady_state_vector
+from bonecohort.model.site import DAYS_PER_YEAR, bmd, steady_state_vector
 from bonecohort.population import sample_patient
 from bonecohort.shell.bench_rows import DTYPES, Row, _memory, _on_host, _timed
 from bonecohort.solve.adaptive import integrate_adaptive
-from bonecohort.solve.elimination import with_jacobian_pattern
+from bonecohort.solve.elimination import jacobian_pattern, with_jacobian_pattern
 from bonecohort.solve.life_course import patient_sites, site_ode, site_rhs, step_edges
 from bonecohort.solve.rosenbrock import METHODS, integrate
 
@@ -59,7 +59,7 @@ class NaturalHistory:
         a, b = step_edges(start, 1, 1)
         u = jax.tree.map(lambda v: v[0], step_inputs(a, b, patient, None))
         f = site_rhs(patient, model, steady, site, start, start)
-        return lambda t, y: f(t, y, u)
+        return with_jacobian_pattern(lambda t, y: f(t, y, u), jacobian_pattern(f))
 
     def ours(self, dtype: str, steps_per_year: int = 12, solver: str = "rodas3",
              rtol: float = 0.0):
@@ -78,7 +78,7 @@ class NaturalHistory:
                 return self._controlled(patient, model, steady, site, out, solver, rtol)
             rates = self.rates(patient, model, steady, site)
             dummy = jnp.zeros((NATURAL_YEARS, steps_per_year), d)
-            one_site = with_jacobian_pattern(lambda t, y, u: rates(t, y), JACOBIAN_PATTERN)
+            one_site = with_jacobian_pattern(lambda t, y, u: rates(t, y), jacobian_pattern(rates))
             _, ys = integrate(one_site, steady_state_vector(d), jnp.zeros((), d), dummy, h,
                               steps_per_year, METHODS[solver])
             return bmd(ys)

@@ -31,8 +31,8 @@ def factor_small(m, pattern=None):
     Without pivoting, the order of elimination is the order of the state, reversed: the
     remodeling state (``model/site.py``) lists the cells first and the slow scalar states
     last, so the scalar states (set point, mineral, refilling, bone volume) are eliminated
-    first, each against its own diagonal (1/(h gamma) plus a positive rate: every state's
-    rate falls with the state itself), and the dense cell block last. On the model's
+    first, each against its own diagonal (1/(h gamma) plus a rate that is positive or zero: no
+    state's rate grows with the state itself), and the dense cell block last. On the model's
     iteration matrices (women and men, every exposure at random levels, states far from rest,
     steps of half a day to four years, the gamma of every method) this order is about as
     accurate in float32 as LAPACK's partial pivoting (worst matrix 3.2e-6 against 2.7e-6),
@@ -40,11 +40,14 @@ def factor_small(m, pattern=None):
     tests/test_elimination.py, benchmarks/RESULTS.md).
 
     Entry by entry, every operation is one elementwise operation over the vmapped patients
-    (the patients are the contiguous axis): a chunk of the default study ran 1.5-1.6x faster
+    (the patients are the contiguous axis): a chunk of the default study ran 1.6-2.0x faster
     than with the partially pivoted elimination on whole rows of the (7, 7) matrix that this
     replaced (benchmarks/RESULTS.md, 2026-12-07).
     """
     n = m.shape[0]
+    if pattern is not None and (len(pattern) != n or any(len(row) != n for row in pattern)):
+        raise ValueError(f"a Jacobian pattern for {len(pattern)} states given to a system of "
+                         f"{n}")
     a = [[m[i, j] if i == j or pattern is None or pattern[i][j] else None for j in range(n)]
          for i in range(n)]
     for col in reversed(range(n)):
