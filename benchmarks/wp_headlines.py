@@ -6,8 +6,10 @@ RODAS3 grid of one step a year), against the peer configurations that were the f
 and their neighbours, on the same N patients and dtypes, with the same error measure (max
 relative BV/BMD error against scipy Radau, rtol 1e-10, on the first patients).
 
-Usage: .venv/bin/python benchmarks/wp_headlines.py [N]
-Writes benchmarks/results/<time>-wp-headlines.json (every row) and prints the headlines.
+Usage: .venv/bin/python benchmarks/wp_headlines.py [N] [WORKLOAD]
+WORKLOAD ``natural-wp`` or ``full-wp`` runs that one only (default both; the full model's
+peers take minutes a call at N = 10,000). Writes benchmarks/results/<time>-wp-headlines.json
+(every row) and prints the headlines.
 """
 
 import json
@@ -27,6 +29,7 @@ from bonecohort.shell.bench_peers import REF_PATIENTS, NaturalHistory, _max_rel
 from bonecohort.shell.bench_rows import _timed, device_info
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+ONLY = sys.argv[2] if len(sys.argv) > 2 else None
 OURS = [("rodas4", None, rtol) for rtol in (1e-2, 1e-3, 3e-4, 1e-4, 1e-5)]
 PEERS = {  # (solver, dtype, rtol): the sweep's fastest within each bound and neighbours
     "natural-wp": [("Kvaerno3", "float32", 1e-2), ("Kvaerno3", "float64", 1e-2),
@@ -41,7 +44,10 @@ def main():
     study = load_study("default")
     rows = []
     ids = jnp.arange(N, dtype=jnp.uint32)
-    for work in (NaturalHistory(study, max(N, REF_PATIENTS)), FullModel(study, N)):
+    works = {"natural-wp": lambda: NaturalHistory(study, max(N, REF_PATIENTS)),
+             "full-wp": lambda: FullModel(study, N)}
+    for name in ([ONLY] if ONLY else works):
+        work = works[name]()
         ref = work.reference(REF_PATIENTS)
         ours = [(f"bonecohort {s} controlled", s, rtol) for s, _, rtol in OURS]
         if work.name == "natural-wp":
