@@ -32,7 +32,7 @@ from bonecohort.model.site import (DAYS_PER_YEAR, JACOBIAN_PATTERN, OCA, bmd, si
                                    steady_state_vector)
 from bonecohort.population import Patient
 from bonecohort.solve.adaptive import integrate_segments
-from bonecohort.solve.elimination import with_jacobian_pattern
+from bonecohort.solve.elimination import jacobian_pattern, with_jacobian_pattern
 from bonecohort.solve.rosenbrock import METHODS, integrate_steps
 
 
@@ -87,7 +87,7 @@ class SiteODE(NamedTuple):
     def rhs(self, site: SiteParams):
         """The site's right-hand side ``rates(t, y, u)`` in one piece (reference solvers)."""
         return with_jacobian_pattern(lambda t, y, u: self.rates(y, self.drive(t, u), site),
-                                     JACOBIAN_PATTERN)
+                                     jacobian_pattern(self.rates))
 
 
 def patient_sites(patient: Patient, site: SiteParams) -> SiteParams:
